@@ -1,0 +1,27 @@
+# Bootstraps a Python 3.12 venv and runs the project. Every target installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+# python3.12 may be a pyenv shim that refuses to run unless 3.12 is selected; find a real one.
+PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12 2>/dev/null); do \
+  $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "error: no working python3.12 found; install Python 3.12 (jax>=0.11 needs it) or pass PYTHON312=/path/to/python3.12"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# 8 forced CPU devices are set by tests/conftest.py before JAX starts.
+test: venv
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache
