@@ -14,9 +14,9 @@ venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "error: no working python3.12 found; install Python 3.12 (jax>=0.11 needs it) or pass PYTHON312=/path/to/python3.12"; exit 1; }
 	$(PYTHON312) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 # 8 forced CPU devices are set by tests/conftest.py before JAX starts.

@@ -244,20 +244,23 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
     raise ValueError(f"{name}={value!r} must be an integer >= {minimum}.")
 
 
-def two_stream(feats: jax.Array, labels: Any, bf: BatchFormer, mode: str = "shared", *,
+def two_stream(feats: jax.Array, labels: Any, bf: Any, mode: str = "shared", *,
                deterministic: bool = False, rngs: RngsLike = None) -> tuple[jax.Array, Any]:
   """Builds the training batch for the shared classifier.
 
   ``"shared"``: ``concat([f, BF(f)])`` and the labels (any pytree of [B, ...] arrays, or None)
   duplicated, so one head sees both streams. ``"bf_only"``: ``BF(f)`` with labels unchanged
-  (RIDE's ImageNet-LT/iNat recipe).
+  (RIDE's ImageNet-LT/iNat recipe). ``bf`` is a :class:`BatchFormer` or
+  ``bf_jax.linen.BatchFormer`` (inside a Linen module).
 
   Training only. The eval path must not call this nor the layer: at test time the head runs
   on the original features ``f``, which is what makes BatchFormer free at inference.
   """
   if mode not in MODES:
     raise ValueError(f"two_stream mode={mode!r} is not one of {MODES}.")
-  bf_feats = bf(feats, deterministic=deterministic, rngs=rngs)
+  # Only pass rngs when given, so the Linen wrapper (which takes keys from apply) fits too.
+  kw = {} if rngs is None else {"rngs": rngs}
+  bf_feats = bf(feats, deterministic=deterministic, **kw)
   if mode == "bf_only":
     return bf_feats, labels
   both = lambda a: jnp.concatenate([a, a], axis=0)
