@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 from bf_jax.torch_weights import load_torch_state_dict
 
@@ -93,7 +94,10 @@ class EncoderLayer(nnx.Module):
       qkv = self.in_proj(x_NxQxPxC)
       q, k, v = jnp.split(qkv, 3, axis=-1)
     else:
-      w_Cx3C, b_3C = self.in_proj.kernel[...], self.in_proj.bias[...]
+      # Queries and gathered keys differ: split the packed projection, cast as nnx.Linear does.
+      x_NxQxPxC, kv_NxGxPxC, w_Cx3C, b_3C = promote_dtype(
+          (x_NxQxPxC, kv_NxGxPxC, self.in_proj.kernel[...], self.in_proj.bias[...]),
+          dtype=self.in_proj.dtype)
       q = x_NxQxPxC @ w_Cx3C[:, :c] + b_3C[:c]
       kv = kv_NxGxPxC @ w_Cx3C[:, c:] + b_3C[c:]
       k, v = jnp.split(kv, 2, axis=-1)

@@ -187,3 +187,13 @@ def test_global_scope_communicates_once_per_layer(num_layers):
   grad_text = grad.lower(params, rest, x).as_text()
   assert _count(r"stablehlo\.all_gather", grad_text) == num_layers
   assert _count(r"stablehlo\.reduce_scatter", grad_text) == num_layers
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+  x, dy = _data((N_DEV * B_LOCAL, C))
+  want = _grads(BatchFormer(C, rngs=nnx.Rngs(2)), x, dy)[0]
+  bf16 = BatchFormer(C, axis_name="data", dtype=jnp.bfloat16, rngs=nnx.Rngs(2))
+  y = _sharded_grads(bf16, x, dy)[0]
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float32), want, atol=0.1)
+  assert bf16.layers[0].in_proj.kernel[...].dtype == jnp.float32  # params stay float32
