@@ -56,13 +56,21 @@ def _torch_linear(fan_in: int, fan_out: int, *, zero_bias: bool = False, **kw) -
   return nnx.Linear(fan_in, fan_out, kernel_init=_torch_uniform(fan_in), bias_init=bias_init, **kw)
 
 
-def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+def _dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
+             rows_NxQ: jax.Array | None) -> jax.Array:
+  """Dropout whose mask for each sample depends only on the key and the sample's global row.
+
+  Keying masks by global row, not by device, keeps training identical on 1 or 8 devices and
+  still gives every device its own masks.
+  """
   if key is None or rate == 0.0:
-    return x
+    return x_NxQxR
   if rate >= 1.0:  # torch returns zeros for p=1; avoid 0/0.
-    return jnp.zeros_like(x)
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    return jnp.zeros_like(x_NxQxR)
+  row_shape = x_NxQxR.shape[2:]
+  draw = lambda row: jax.random.bernoulli(jax.random.fold_in(key, row), 1.0 - rate, row_shape)
+  keep = jax.vmap(jax.vmap(draw))(rows_NxQ)
+  return jnp.where(keep, x_NxQxR / (1.0 - rate), jnp.zeros_like(x_NxQxR))
 
 
 class EncoderLayer(nnx.Module):
@@ -87,7 +95,7 @@ class EncoderLayer(nnx.Module):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
     self.norm2 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
 
-  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key):
+  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ):
     c = x_NxQxPxC.shape[-1]
     h, d = self.num_heads, c // self.num_heads
     if kv_NxGxPxC is None:  # keys are the queries: one packed projection
@@ -109,18 +117,23 @@ class EncoderLayer(nnx.Module):
     if mask_QxG is not None:
       logits_NxPxHxQxG = jnp.where(mask_QxG, logits_NxPxHxQxG, -jnp.inf)
     probs_NxPxHxQxG = jax.nn.softmax(logits_NxPxHxQxG, axis=-1).astype(v.dtype)
-    probs_NxPxHxQxG = _dropout(probs_NxPxHxQxG, self.dropout, key)
-    out_NxQxPxHxD = jnp.einsum("nphqg,ngphd->nqphd", probs_NxPxHxQxG, v_NxGxPxHxD)
+    probs_NxQxPxHxG = _dropout(jnp.moveaxis(probs_NxPxHxQxG, 3, 1), self.dropout, key, rows_NxQ)
+    out_NxQxPxHxD = jnp.einsum("nqphg,ngphd->nqphd", probs_NxQxPxHxG, v_NxGxPxHxD)
     return self.out_proj(out_NxQxPxHxD.reshape(*out_NxQxPxHxD.shape[:-2], c))
 
   def __call__(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
-               mask_QxG: jax.Array | None, key: jax.Array | None) -> jax.Array:
-    """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout."""
+               mask_QxG: jax.Array | None, key: jax.Array | None,
+               rows_NxQ: jax.Array | None = None) -> jax.Array:
+    """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout.
+
+    ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks.
+    """
     keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
-    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0])
-    h = self.norm1(x_NxQxPxC + _dropout(attn, self.dropout, keys[1]))
-    ffn = self.linear2(_dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2]))
-    return self.norm2(h + _dropout(ffn, self.dropout, keys[3]))
+    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ)
+    h = self.norm1(x_NxQxPxC + _dropout(attn, self.dropout, keys[1], rows_NxQ))
+    hidden = _dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2], rows_NxQ)
+    ffn = self.linear2(hidden)
+    return self.norm2(h + _dropout(ffn, self.dropout, keys[3], rows_NxQ))
 
 
 class BatchFormer(nnx.Module):
@@ -202,8 +215,6 @@ class BatchFormer(nnx.Module):
       key = rngs()
     else:
       key = rngs
-    if self.axis_name is not None:  # same seed, different mask on every device
-      key = jax.random.fold_in(key, jax.lax.axis_index(self.axis_name))
     return key
 
   def _apply_layers(self, h_BxPxC: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -214,17 +225,20 @@ class BatchFormer(nnx.Module):
       where = f"{b} per device x {n_dev} devices" if self.axis_name else "the local batch"
       raise ValueError(f"group_size={k} does not divide the global batch of {b * n_dev} "
                        f"({where}); pick a batch size that is a multiple of {k}.")
+    first = 0 if self.axis_name is None else jax.lax.axis_index(self.axis_name) * b
+    rows_B = first + jnp.arange(b)
     for i, layer in enumerate(self.layers):
       layer_key = None if key is None else jax.random.fold_in(key, i)
       if k is not None and b % k == 0:
         # Groups never straddle devices: attend within local groups, no communication.
         h_NxQxPxC = h_BxPxC.reshape(b // k, k, *h_BxPxC.shape[1:])
-        h_BxPxC = layer(h_NxQxPxC, None, None, layer_key).reshape(h_BxPxC.shape)
+        rows_NxQ = rows_B.reshape(b // k, k)
+        h_BxPxC = layer(h_NxQxPxC, None, None, layer_key, rows_NxQ).reshape(h_BxPxC.shape)
       elif self.axis_name is None:
-        h_BxPxC = layer(h_BxPxC[None], None, None, layer_key)[0]
+        h_BxPxC = layer(h_BxPxC[None], None, None, layer_key, rows_B[None])[0]
       else:
         kv_GxPxC, mask_QxG = self._gather_keys(h_BxPxC, n_dev)
-        h_BxPxC = layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, layer_key)[0]
+        h_BxPxC = layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, layer_key, rows_B[None])[0]
     return h_BxPxC
 
   def _gather_keys(self, h_BxPxC: jax.Array, n_dev: int):

@@ -197,3 +197,32 @@ def test_bfloat16_compute_stays_close_to_float32():
   assert y.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y, np.float32), want, atol=0.1)
   assert bf16.layers[0].in_proj.kernel[...].dtype == jnp.float32  # params stay float32
+
+
+@pytest.mark.parametrize("group_size", [None, 4, 8])
+def test_train_mode_with_dropout_is_device_count_invariant(group_size):
+  """Masks are keyed by global sample index, so 8 devices reproduce 1 device, dropout on."""
+  x, dy = _data((N_DEV * B_LOCAL, C))
+  key = jax.random.key(42)
+  plain = BatchFormer(C, group_size=group_size, rngs=nnx.Rngs(1))
+  sharded = BatchFormer(C, axis_name="data", group_size=group_size, rngs=nnx.Rngs(1))
+  graphdef, params, rest = nnx.split(sharded, nnx.Param, ...)
+
+  def local(params, x_loc, dy_loc):
+    def objective(params, x_loc):
+      y = nnx.merge(graphdef, params, rest)(x_loc, deterministic=False, rngs=key)
+      return jnp.sum(y * dy_loc), y
+    (_, y), (dp, dx) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(params, x_loc)
+    return y, dp, dx
+
+  got = jax.jit(jax.shard_map(local, mesh=MESH, in_specs=(P(), P("data"), P("data")),
+                              out_specs=(P("data"), P(), P("data"))))(params, _shard(x), _shard(dy))
+  gd, p1, r1 = nnx.split(plain, nnx.Param, ...)
+
+  def objective(params, x):
+    y = nnx.merge(gd, params, r1)(x, deterministic=False, rngs=key)
+    return jnp.sum(y * dy), y
+
+  (_, y), (dp, dx) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(p1, x)
+  assert not np.allclose(y, plain(x, deterministic=True))  # dropout really on
+  chex.assert_trees_all_close(jax.device_get(got), (y, dp, dx), atol=1e-5, rtol=1e-5)
