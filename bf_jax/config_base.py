@@ -1,0 +1,71 @@
+"""The config schema every task shares, and big_vision-style ``arg`` parsing for config files.
+
+Tools and sweeps can rely on these fields existing in every config under ``configs/``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """``'bf=off,smoke,seed=3'`` -> ConfigDict over ``defaults`` (types follow the defaults).
+
+  A bare name sets a boolean to True; ``on/off``, ``true/false`` and ``1/0`` are booleans.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"config arg {key!r} is unknown; known args: {sorted(defaults)}.")
+    kind = type(defaults[key])
+    if kind is bool:
+      if value == "":
+        out[key] = True
+      elif value.lower() in ("on", "true", "1", "off", "false", "0"):
+        out[key] = value.lower() in ("on", "true", "1")
+      else:
+        raise ValueError(f"config arg {key}={value!r} must be on/off.")
+    else:
+      try:
+        out[key] = kind(value)
+      except ValueError:
+        raise ValueError(f"config arg {key}={value!r} is not a {kind.__name__}.") from None
+  return ml_collections.ConfigDict(out)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field, with defaults; task configs override what they need."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128  # global, over all devices of all processes
+  c.eval_batch_size = 128
+  c.total_steps = 1000
+  c.eval_every_steps = 500  # 0: only at the end
+  c.log_every_steps = 50
+  c.ckpt = ml_collections.ConfigDict(dict(every_steps=500, keep=2))  # every_steps 0: end only
+
+  c.bf = ml_collections.ConfigDict(dict(
+      enabled=True,
+      scope="global",  # "global" | "device" | a group size such as "16"
+      mode="shared",  # "shared" (two streams, shared head) | "bf_only"
+      num_layers=1, num_heads=4, dropout=0.5,
+      lr_mult=1.0, wd_mult=1.0))
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="digits", num_classes=10,
+      imbalance=50.0, profile="exp",  # long-tail profile; imbalance 1 and n_max 0: split as is
+      n_max=0,  # images of the head class; 0: the dataset's default
+      split_seed=0,  # which examples form the long-tailed subset (fixed across model seeds)
+      augment="none",  # "none" | "crop_flip"
+      data_dir="", train_split="train", eval_split="test"))
+
+  c.model = ml_collections.ConfigDict(dict(name="mlp", width=128, depth=2))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      weight_decay=5e-4, schedule="cosine", warmup_steps=0,
+      step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0))
+
+  c.loss = ml_collections.ConfigDict(dict(name="ce"))
+  return c

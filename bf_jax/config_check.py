@@ -1,0 +1,85 @@
+"""Loud checks of a config before anything runs: each error names the value and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bf_jax.batchformer import MODES
+from bf_jax.data import DATASETS
+from bf_jax.data.augment import AUGMENTATIONS
+from bf_jax.data.long_tail import PROFILES
+from bf_jax.losses import LOSSES
+from bf_jax.models.classifier import BACKBONES
+from bf_jax.optim import OPTIMIZERS, SCHEDULES
+
+
+def _fail(name: str, value: Any, need: str) -> None:
+  raise ValueError(f"config.{name}={value!r} {need}; set it with --config.{name}=...")
+
+
+def _int(cfg, name: str, minimum: int) -> None:
+  value = _get(cfg, name)
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    _fail(name, value, f"must be an integer >= {minimum}")
+
+
+def _num(cfg, name: str, low: float, high: float | None = None, strict_low: bool = False) -> None:
+  value = _get(cfg, name)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = ok and (value > low if strict_low else value >= low) and (high is None or value <= high)
+  if not ok:
+    rng = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+    _fail(name, value, f"must be a number {rng}")
+
+
+def _choice(cfg, name: str, choices) -> None:
+  value = _get(cfg, name)
+  if value not in choices:
+    _fail(name, value, f"must be one of {tuple(choices)}")
+
+
+def _get(cfg, dotted: str) -> Any:
+  for part in dotted.split("."):
+    cfg = getattr(cfg, part)
+  return cfg
+
+
+def validate(cfg) -> None:
+  """Raises ValueError for the first bad field of a training config."""
+  _int(cfg, "seed", 0)
+  _int(cfg, "batch_size", 1)
+  _int(cfg, "eval_batch_size", 1)
+  _int(cfg, "total_steps", 1)
+  _int(cfg, "eval_every_steps", 0)
+  _int(cfg, "log_every_steps", 1)
+  _int(cfg, "ckpt.every_steps", 0)
+  _int(cfg, "ckpt.keep", 1)
+  _choice(cfg, "data.name", DATASETS)
+  _int(cfg, "data.num_classes", 2)
+  _num(cfg, "data.imbalance", 1.0)
+  _choice(cfg, "data.profile", PROFILES)
+  _int(cfg, "data.n_max", 0)
+  _choice(cfg, "data.augment", AUGMENTATIONS)
+  _choice(cfg, "model.name", BACKBONES)
+  _int(cfg, "model.width", 1)
+  _int(cfg, "model.depth", 1)
+  _choice(cfg, "optim.name", OPTIMIZERS)
+  _num(cfg, "optim.lr", 0.0, strict_low=True)
+  _num(cfg, "optim.weight_decay", 0.0)
+  _num(cfg, "optim.momentum", 0.0, 1.0)
+  _choice(cfg, "optim.schedule", SCHEDULES)
+  _int(cfg, "optim.warmup_steps", 0)
+  if cfg.optim.warmup_steps >= cfg.total_steps:
+    _fail("optim.warmup_steps", cfg.optim.warmup_steps,
+          f"must be below total_steps={cfg.total_steps}")
+  _num(cfg, "optim.grad_clip", 0.0)
+  _choice(cfg, "loss.name", LOSSES)
+  scope = cfg.bf.scope
+  if scope not in ("global", "device") and not (str(scope).isdigit() and int(scope) > 0):
+    _fail("bf.scope", scope, "must be 'global', 'device', or a group size such as '16'")
+  _choice(cfg, "bf.mode", MODES)
+  _int(cfg, "bf.num_layers", 1)
+  _int(cfg, "bf.num_heads", 1)
+  _num(cfg, "bf.dropout", 0.0, 1.0)
+  _num(cfg, "bf.lr_mult", 0.0)
+  _num(cfg, "bf.wd_mult", 0.0)

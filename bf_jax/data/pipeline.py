@@ -1,0 +1,101 @@
+"""Batches for training and evaluation, assembled per process with grain.
+
+Training: each epoch is a seeded permutation of the training indices; global batch ``s`` is the
+s-th run of ``batch_size`` indices of that endless stream and process ``p`` loads only its slice
+of it. Each example's augmentation is seeded by (seed, step, position in the global batch), so a
+batch is the same whatever the number of processes or devices, and resuming at step ``s`` is
+just starting the stream at ``s``.
+
+Evaluation: process ``p`` takes a contiguous shard of the eval set, padded to whole batches;
+every process runs the same number of batches and a ``mask`` marks the real examples, so every
+example counts exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import grain
+import numpy as np
+
+from bf_jax.data import augment
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """How a record becomes a model input."""
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  scale: float  # 255 for uint8 images, 1 for images already in [0, 1]
+  augmentation: str = "none"
+
+  def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
+    image = np.asarray(record["image"])
+    if image.ndim == 2:
+      image = image[..., None]
+    if rng is not None and self.augmentation == "crop_flip":
+      image = augment.crop_flip(image, rng)
+    return augment.normalize(image, self.mean, self.std, self.scale)
+
+
+def _check_label(label: int, num_classes: int, where: str) -> int:
+  if not 0 <= label < num_classes:
+    raise ValueError(f"label {label} of {where} is outside [0, {num_classes}); set "
+                     f"data.num_classes to the dataset's class count or fix the data.")
+  return label
+
+
+def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
+                  num_classes: int, seed: int, start_step: int, process_index: int,
+                  process_count: int, num_threads: int = 4) -> Iterator[Batch]:
+  """Endless iterator of this process's part of each global training batch, from start_step."""
+  local = batch_size // process_count
+  lo = process_index * local
+
+  def load(step: int, global_idx: np.ndarray) -> Batch:
+    images, labels = [], []
+    for pos in range(lo, lo + local):
+      record = source[int(global_idx[pos])]
+      rng = np.random.default_rng([seed, step, pos])
+      images.append(preprocess(record, rng))
+      labels.append(_check_label(int(record["label"]), num_classes,
+                                 f"training example {int(global_idx[pos])}"))
+    return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
+
+  ds = (grain.MapDataset.range(len(indices)).shuffle(seed=seed).repeat()
+        .map(lambda i: indices[i]).batch(batch_size).map_with_index(load))
+  ds = ds[start_step:]
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                   prefetch_buffer_size=2 * num_threads)))
+
+
+def eval_batches(source, batch_size: int, preprocess: Preprocess, num_classes: int,
+                 process_index: int, process_count: int) -> Iterator[Batch]:
+  """This process's eval batches: ``image``, ``label`` and ``mask`` (0 for padding)."""
+  n = len(source)
+  bounds = [n * p // process_count for p in range(process_count + 1)]
+  shard = np.arange(bounds[process_index], bounds[process_index + 1])
+  local = batch_size // process_count
+  largest = max(bounds[p + 1] - bounds[p] for p in range(process_count))
+  num_batches = -(-largest // local)
+  example = preprocess(source[0], None)
+  for b in range(num_batches):
+    idx = shard[b * local:(b + 1) * local]
+    images = np.zeros((local, *example.shape), np.float32)
+    labels = np.zeros((local,), np.int32)
+    mask = np.zeros((local,), np.float32)
+    for j, i in enumerate(idx):
+      record = source[int(i)]
+      images[j] = preprocess(record, None)
+      labels[j] = _check_label(int(record["label"]), num_classes, f"eval example {int(i)}")
+      mask[j] = 1.0
+    yield {"image": images, "label": labels, "mask": mask}
+
+
+def map_batches(fn: Callable[[Batch], Any], batches: Iterator[Batch]) -> Iterator[Any]:
+  """Applies ``fn`` lazily (e.g. placement on devices)."""
+  for batch in batches:
+    yield fn(batch)

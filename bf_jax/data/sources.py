@@ -1,0 +1,53 @@
+"""Random-access data sources: in-memory arrays, or TFDS array_record read without TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class ArraySource:
+  """A random-access source over in-memory arrays; records are ``{'image', 'label'}`` dicts."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    if len(images) != len(labels):
+      raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    self.images, self.labels = images, np.asarray(labels, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return {"image": self.images[i], "label": self.labels[i]}
+
+
+def tfds_source(name: str, split: str, data_dir: str | None = None):
+  """``tfds.data_source`` (array_record, no TensorFlow) with a clear message when data is missing."""
+  import tensorflow_datasets as tfds
+
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir)
+  except Exception as e:  # tfds raises several types for "not prepared"; all mean the same here
+    where = data_dir or "~/tensorflow_datasets (or $TFDS_DATA_DIR)"
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} split {split!r} is not prepared in array_record format under "
+        f"{where}. Prepare it once on a machine with internet (needs tensorflow there only):\n"
+        f"  pip install tensorflow tensorflow-datasets && tfds build {name} "
+        f"--file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "") +
+        f"\nthen copy the folder here or point config.data.data_dir to it. ({type(e).__name__}: "
+        f"{e})") from e
+
+
+def read_labels(source, num_classes: int, what: str) -> np.ndarray:
+  """All labels of a source, checked to lie in [0, num_classes)."""
+  labels = getattr(source, "labels", None)
+  if labels is None:
+    labels = np.array([int(source[i]["label"]) for i in range(len(source))], np.int64)
+  labels = np.asarray(labels, np.int64)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if len(bad):
+    raise ValueError(f"{what}: label {labels[bad[0]]} at example {bad[0]} is outside "
+                     f"[0, {num_classes}) ({len(bad)} such examples); set data.num_classes to "
+                     f"the dataset's class count or fix the labels.")
+  return labels

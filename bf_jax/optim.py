@@ -1,0 +1,65 @@
+"""Optimizer and learning-rate schedule from the config (optax).
+
+BatchFormer parameters (the top-level ``bf`` subtree) get their own learning-rate and
+weight-decay multipliers (``bf.lr_mult``, ``bf.wd_mult``; upstream commonly used 0.1x lr).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def build_schedule(optim_cfg, total_steps: int, mult: float = 1.0) -> optax.Schedule:
+  """Linear warmup from 0, then cosine to 0, step decay, or constant."""
+  peak, warmup = optim_cfg.lr * mult, optim_cfg.warmup_steps
+  if optim_cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
+  if optim_cfg.schedule == "step":
+    after = optax.piecewise_constant_schedule(
+        peak, {int(f * total_steps) - warmup: optim_cfg.step_factor
+               for f in optim_cfg.step_fractions})
+  elif optim_cfg.schedule == "constant":
+    after = optax.constant_schedule(peak)
+  else:
+    raise ValueError(f"optim.schedule={optim_cfg.schedule!r} is unknown; choose one of "
+                     f"{SCHEDULES}.")
+  if warmup == 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def _base(optim_cfg, schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+  if optim_cfg.name == "sgd":  # torch-style coupled decay: wd * w added to the gradient
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(schedule, momentum=optim_cfg.momentum or None,
+                                 nesterov=optim_cfg.nesterov))
+  if optim_cfg.name == "adamw":
+    return optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=weight_decay)
+  raise ValueError(f"optim.name={optim_cfg.name!r} is unknown; choose one of {OPTIMIZERS}.")
+
+
+def build_optimizer(optim_cfg, bf_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                                    optax.Schedule]:
+  """(optimizer over the params dict, the base schedule for logging)."""
+  schedule = build_schedule(optim_cfg, total_steps)
+  bf_schedule = build_schedule(optim_cfg, total_steps, bf_cfg.lr_mult)
+  txs = {"default": _base(optim_cfg, schedule, optim_cfg.weight_decay),
+         "bf": _base(optim_cfg, bf_schedule, optim_cfg.weight_decay * bf_cfg.wd_mult)}
+
+  def labels(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: _fill(v, "bf" if k == "bf" else "default") for k, v in params.items()}
+
+  tx = optax.multi_transform(txs, labels)
+  if optim_cfg.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
+  return tx, schedule
+
+
+def _fill(tree: Any, label: str) -> Any:
+  return jax.tree.map(lambda _: label, tree)

@@ -1,0 +1,88 @@
+"""Jitted train and eval steps: per-device work inside ``jax.shard_map``, the update outside.
+
+The model state travels as three pure dicts: ``params`` (nnx.Param), ``stats`` (BatchNorm
+statistics) and ``other`` (everything else, e.g. RNG streams, never updated here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from bf_jax.losses import LossFn
+from bf_jax.sharding import AXIS
+
+State = dict[str, Any]  # {"params", "stats", "opt_state"}
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
+  graphdef, params, stats, other = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats), nnx.to_pure_dict(other)
+
+
+def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTransformation,
+                    loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int) -> Callable:
+  """(state, batch, step) -> (state, metrics); the loss is normalized by the global row count.
+
+  The dropout key is fold_in(key(seed), step): a resumed run draws what it would have drawn.
+  """
+  base_key = jax.random.key(seed)
+
+  def local(params, stats, other, images, labels, key):
+    model = nnx.merge(graphdef, params, stats, other)
+
+    def objective(model):
+      logits, labels_rows = model.train_logits(images, labels, key)
+      n_rows = logits.shape[0] * jax.lax.axis_size(AXIS)
+      loss = loss_fn(logits, labels_rows).sum() / n_rows
+      b = images.shape[0]  # accuracy of the original stream's rows
+      correct = (jnp.argmax(logits[:b], -1) == labels_rows[:b]).sum()
+      return loss, correct / (b * jax.lax.axis_size(AXIS))
+
+    (loss, acc), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+    # Replicated params' grads arrive summed over devices (shard_map's check_vma): no pmean.
+    return jax.lax.psum(loss, AXIS), jax.lax.psum(acc, AXIS), nnx.to_pure_dict(grads), new_stats
+
+  sharded = jax.shard_map(local, mesh=mesh,
+                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P()),
+                          out_specs=(P(), P(), P(), P()))
+
+  def step(state: State, batch: dict, step: jax.Array) -> tuple[State, dict]:
+    key = jax.random.fold_in(base_key, step)
+    loss, acc, grads, stats = sharded(state["params"], state["stats"], other,
+                                      batch["image"], batch["label"], key)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, "train_acc": acc, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
+    return {"params": params, "stats": stats, "opt_state": opt_state}, metrics
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_eval_step(graphdef: nnx.GraphDef, other: dict, num_classes: int,
+                   mesh: jax.sharding.Mesh) -> Callable:
+  """(state, batch) -> per-class correct and total counts over the global batch (masked)."""
+
+  def local(params, stats, other, images, labels, mask):
+    model = nnx.merge(graphdef, params, stats, other)
+    pred = jnp.argmax(model.eval_logits(images), -1)
+    correct_K = jax.ops.segment_sum((pred == labels) * mask, labels, num_classes)
+    total_K = jax.ops.segment_sum(mask, labels, num_classes)
+    return jax.lax.psum(correct_K, AXIS), jax.lax.psum(total_K, AXIS)
+
+  sharded = jax.shard_map(local, mesh=mesh,
+                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P(AXIS)),
+                          out_specs=(P(), P()))
+
+  def step(state: State, batch: dict) -> tuple[jax.Array, jax.Array]:
+    return sharded(state["params"], state["stats"], other, batch["image"], batch["label"],
+                   batch["mask"])
+
+  return jax.jit(step)

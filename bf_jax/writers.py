@@ -1,0 +1,60 @@
+"""Run logs in the workdir (process 0 only): config.json, metrics.jsonl, TensorBoard events.
+
+TensorBoard files are written with tensorboardX, so TensorFlow is never needed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+
+
+class MetricWriter:
+  """Appends one JSON line per write and mirrors the scalars to TensorBoard."""
+
+  def __init__(self, workdir: str | pathlib.Path, config_json: str):
+    self.active = jax.process_index() == 0
+    self.workdir = pathlib.Path(workdir)
+    self._tb = None
+    if not self.active:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    (self.workdir / "config.json").write_text(config_json)
+    self._jsonl = open(self.workdir / "metrics.jsonl", "a")
+    from tensorboardX import SummaryWriter
+    self._tb = SummaryWriter(str(self.workdir / "tb"))
+
+  def write(self, step: int, scalars: dict[str, Any], prefix: str = "") -> None:
+    if not self.active:
+      return
+    values = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      self._tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+class Progress:
+  """Images/s and ETA over the steps since the last report."""
+
+  def __init__(self, total_steps: int, batch_size: int, start_step: int):
+    self.total, self.batch = total_steps, batch_size
+    self._t, self._step = time.perf_counter(), start_step
+
+  def line(self, step: int, scalars: dict[str, float]) -> str:
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._t, 1e-9)
+    self._t, self._step = now, step
+    eta = (self.total - step) / max(rate, 1e-9)
+    parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+    return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s | "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
