@@ -14,7 +14,7 @@ import numpy as np
 from bf_jax import checkpointing, config_check, data, losses, metrics, optim, plots, sharding
 from bf_jax import steps, writers
 from bf_jax.data import pipeline
-from bf_jax.models.classifier import build_model
+from bf_jax.models.classifier import build_model, scope_to_group_size
 
 log = logging.getLogger("bf_jax")
 
@@ -63,6 +63,46 @@ def _check_finite(window: list[dict], first_step: int) -> None:
                              f"checkpoint before it is kept in the workdir.")
 
 
+def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
+                train_step, eval_step, schedule, ckpt: checkpointing.Checkpointer,
+                writer: writers.MetricWriter):
+  """Steps from start_step to the end (or a preemption); returns the state and last eval."""
+  batches = pipeline.train_batches(
+      dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
+      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count())
+  progress = writers.Progress(config.total_steps, config.batch_size, start_step)
+  window, window_start = [], start_step
+  step, correct_K, total_K = start_step, None, None
+  with _Preemption() as preemption:
+    while step < config.total_steps:
+      batch = sharding.put_batch(next(batches), mesh)
+      state, step_metrics = train_step(state, batch, np.int32(step))
+      window.append(step_metrics)
+      step += 1
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        window = jax.device_get(window)
+        _check_finite(window, window_start)
+        scalars = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        scalars["lr"] = float(schedule(step - 1))
+        log.info(progress.line(step, scalars))
+        writer.write(step, scalars, prefix="train/")
+        window, window_start = [], step
+      if (config.eval_every_steps and step % config.eval_every_steps == 0) \
+          or step == config.total_steps:
+        correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
+        accs = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
+        log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in accs.items()))
+        writer.write(step, accs, prefix="eval/")
+      ckpt.save(step, state, force=step == config.total_steps)
+      if preemption.requested or ckpt.reached_preemption(step) or step == stop_at:
+        ckpt.save(step, state, force=True)
+        log.warning("preempted: saved step %d; rerun the same command to resume.", step)
+        break
+  if step == config.total_steps and correct_K is None:  # resumed a finished run
+    correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
+  return state, step, correct_K, total_K
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path,
                        devices: Sequence[jax.Device] | None = None,
                        stop_at: int | None = None) -> dict[str, Any]:
@@ -77,6 +117,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   mesh = sharding.make_mesh(devices)
   sharding.check_batch("batch_size", config.batch_size, mesh)
   sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
+  group = scope_to_group_size(config.bf.scope, config.batch_size // mesh.devices.size)
+  if config.bf.enabled and group and config.batch_size % group:
+    raise ValueError(f"bf.scope={config.bf.scope!r}: group_size={group} does not divide the "
+                     f"global batch of {config.batch_size}; set --config.bf.scope to a divisor.")
   dataset = data.load(config.data)
   if len(dataset.train_indices) < config.batch_size:
     raise ValueError(f"The training set has {len(dataset.train_indices)} examples, fewer than "
@@ -107,44 +151,18 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
 
   # ---------------------------------------------------------------- train loop
-  batches = pipeline.train_batches(
-      dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count())
-  progress = writers.Progress(config.total_steps, config.batch_size, start_step)
-  window, window_start, final = [], start_step, {}
-  step, correct_K, total_K = start_step, None, None
-  with _Preemption() as preemption:
-    while step < config.total_steps:
-      batch = sharding.put_batch(next(batches), mesh)
-      state, step_metrics = train_step(state, batch, np.int32(step))
-      window.append(step_metrics)
-      step += 1
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        window = jax.device_get(window)
-        _check_finite(window, window_start)
-        scalars = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        scalars["lr"] = float(schedule(step - 1))
-        log.info(progress.line(step, scalars))
-        writer.write(step, scalars, prefix="train/")
-        window, window_start = [], step
-      if (config.eval_every_steps and step % config.eval_every_steps == 0) \
-          or step == config.total_steps:
-        correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
-        final = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
-        log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in final.items()))
-        writer.write(step, final, prefix="eval/")
-      ckpt.save(step, state, force=step == config.total_steps)
-      if preemption.requested or ckpt.reached_preemption(step) or step == stop_at:
-        ckpt.save(step, state, force=True)
-        log.warning("preempted: saved step %d; rerun the same command to resume.", step)
-        break
+  try:
+    state, step, correct_K, total_K = _train_loop(
+        config, mesh, dataset, state, start_step, stop_at, train_step, eval_step, schedule,
+        ckpt, writer)
+  finally:  # flush logs and finish async saves even when a step fails
+    ckpt.close()
+    writer.close()
+  final = {}
+  if correct_K is not None:
+    final = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
 
   # ---------------------------------------------------------------- wrap up
-  if step == config.total_steps and correct_K is None:  # resumed a finished run
-    correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
-    final = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
-  ckpt.close()
-  writer.close()
   result = {"step": step, "preempted": step < config.total_steps, **final}
   if step == config.total_steps and jax.process_index() == 0:
     acc_K = metrics.per_class_accuracy(correct_K, total_K)

@@ -14,7 +14,7 @@ example counts exactly once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import grain
 import numpy as np
@@ -94,8 +94,3 @@ def eval_batches(source, batch_size: int, preprocess: Preprocess, num_classes: i
       mask[j] = 1.0
     yield {"image": images, "label": labels, "mask": mask}
 
-
-def map_batches(fn: Callable[[Batch], Any], batches: Iterator[Batch]) -> Iterator[Any]:
-  """Applies ``fn`` lazily (e.g. placement on devices)."""
-  for batch in batches:
-    yield fn(batch)

@@ -1,0 +1,82 @@
+"""Long-tail subsets, the embedded digits split, and the per-process batch plumbing."""
+
+import numpy as np
+import pytest
+
+from bf_jax.data import long_tail, pipeline
+from bf_jax.data.digits import load_digits_lt
+from bf_jax.data.sources import ArraySource
+
+
+def test_cifar100_lt_class_counts_match_the_literature():
+  if100 = np.array(long_tail.class_counts(100, 500, 100, "exp"))
+  assert if100.sum() == 10847 and if100[0] == 500 and if100[-1] == 5
+  groups = long_tail.class_groups(if100)
+  assert [groups[g].sum() for g in ("many", "medium", "few")] == [35, 35, 30]
+  assert sum(long_tail.class_counts(100, 500, 200, "exp")) == 9502
+  step = long_tail.class_counts(10, 5000, 100, "step")
+  assert step == [5000] * 5 + [50] * 5
+  with pytest.raises(ValueError, match="profile='linear'"):
+    long_tail.class_counts(10, 500, 10, "linear")
+
+
+def test_long_tail_indices_are_seeded_and_exact():
+  labels = np.repeat(np.arange(5), 40)
+  counts = long_tail.class_counts(5, 40, 10)
+  a = long_tail.long_tail_indices(labels, counts, seed=1)
+  np.testing.assert_array_equal(np.bincount(labels[a]), counts)
+  np.testing.assert_array_equal(a, long_tail.long_tail_indices(labels, counts, seed=1))
+  assert not np.array_equal(a, long_tail.long_tail_indices(labels, counts, seed=2))
+  with pytest.raises(ValueError, match="class 0 has 40 examples but .* asks for 41"):
+    long_tail.long_tail_indices(labels, [41, 1, 1, 1, 1], seed=0)
+
+
+def test_digits_split_balanced_test_and_long_tailed_train():
+  train, test, counts = load_digits_lt(50)
+  np.testing.assert_array_equal(np.bincount(test.labels), [50] * 10)
+  np.testing.assert_array_equal(np.bincount(train.labels, minlength=10), counts)
+  assert counts[0] / counts[-1] >= 50 * 0.9 and counts == sorted(counts, reverse=True)
+  assert train.images.shape[1:] == (8, 8, 1) and 0 <= train.images.min() and train.images.max() <= 1
+  # Test images never leak into training (all 1,797 digits images are distinct).
+  seen = {x.tobytes() for x in test.images}
+  assert not any(x.tobytes() in seen for x in train.images)
+
+
+def _source(n=23, shape=(4, 4, 1)):
+  images = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones(shape, np.float32)
+  return ArraySource(images, np.arange(n) % 3)
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_eval_counts_every_example_once_over_processes(processes):
+  src = _source()
+  prep = pipeline.Preprocess((0.0,), (1.0,), 1.0)
+  seen, n_batches = [], set()
+  for p in range(processes):
+    batches = list(pipeline.eval_batches(src, 6 * processes, prep, 3, p, processes))
+    n_batches.add(len(batches))
+    for b in batches:
+      seen += b["image"][b["mask"] > 0, 0, 0, 0].astype(int).tolist()
+  assert len(n_batches) == 1  # every process runs the same number of eval steps
+  assert sorted(seen) == list(range(23))
+
+
+def test_train_batches_do_not_depend_on_process_count_and_resume_by_step():
+  src = _source(30, (6, 6, 1))
+  prep = pipeline.Preprocess((0.0,), (1.0,), 1.0, augmentation="crop_flip")
+  kw = dict(source=src, indices=np.arange(30), batch_size=8, preprocess=prep, num_classes=3,
+            seed=5)
+  whole = pipeline.train_batches(**kw, start_step=0, process_index=0, process_count=1)
+  first = [next(whole) for _ in range(6)]  # crosses an epoch boundary (30 / 8)
+  halves = [pipeline.train_batches(**kw, start_step=0, process_index=p, process_count=2)
+            for p in range(2)]
+  for step in range(6):
+    joined = np.concatenate([next(h)["image"] for h in halves])
+    np.testing.assert_array_equal(joined, first[step]["image"])
+  resumed = pipeline.train_batches(**kw, start_step=4, process_index=0, process_count=1)
+  np.testing.assert_array_equal(next(resumed)["label"], first[4]["label"])
+  # Each epoch visits every example once before any repeats.
+  plain = pipeline.train_batches(**{**kw, "preprocess": pipeline.Preprocess((0.0,), (1.0,), 1.0)},
+                                 start_step=0, process_index=0, process_count=1)
+  ids = np.concatenate([next(plain)["image"][:, 0, 0, 0] for _ in range(4)]).astype(int)
+  assert sorted(ids[:30].tolist()) == list(range(30))
