@@ -19,9 +19,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# The main job: long-tailed digits, baseline vs +BatchFormer over 5 seeds, table + plot.
+demo: venv
+	$(PY) -m bf_jax.demo --workdir runs/demo --seeds 5
+
 # 8 forced CPU devices are set by tests/conftest.py before JAX starts.
 test: venv
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache runs

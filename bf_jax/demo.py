@@ -12,10 +12,12 @@ import importlib.util
 import json
 import logging
 import pathlib
+import shutil
 import time
 
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 
 from bf_jax import plots, train
 
@@ -56,6 +58,7 @@ def results_table(results: dict[str, list[dict]]) -> str:
 def main(argv):
   del argv
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes
   workdir = pathlib.Path(FLAGS.workdir)
   results: dict[str, list[dict]] = {"baseline": [], "+BatchFormer": []}
   per_class: dict[str, list] = {arm: [] for arm in results}
@@ -63,6 +66,7 @@ def main(argv):
   for arm, bf in (("baseline", "off"), ("+BatchFormer", "on")):
     for seed in range(FLAGS.seeds):
       run_dir = workdir / f"bf_{bf}_seed{seed}"
+      shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
       result = train.train_and_evaluate(load_config(FLAGS.config, f"bf={bf},seed={seed}"), run_dir)
       results[arm].append(result)
       info = json.loads((run_dir / "per_class.json").read_text())

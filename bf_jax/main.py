@@ -7,6 +7,7 @@ import logging
 
 import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from bf_jax import train
@@ -35,8 +36,8 @@ def _init_distributed() -> None:
 def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  for noisy in ("absl", "jax"):  # Orbax logs every file it writes; JAX every backend probe
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes
+  logging.getLogger("jax").setLevel(logging.WARNING)  # and JAX every backend it probes
   _init_distributed()
   result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   logging.info("final: %s", result)
