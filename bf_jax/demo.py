@@ -17,9 +17,8 @@ import time
 
 import numpy as np
 from absl import app, flags
-from absl import logging as absl_logging
 
-from bf_jax import plots, train
+from bf_jax import plots, train, writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Parent folder of the runs.")
@@ -57,8 +56,7 @@ def results_table(results: dict[str, list[dict]]) -> str:
 
 def main(argv):
   del argv
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes
+  writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
   workdir = pathlib.Path(FLAGS.workdir)
   results: dict[str, list[dict]] = {"baseline": [], "+BatchFormer": []}
   per_class: dict[str, list] = {arm: [] for arm in results}

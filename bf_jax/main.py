@@ -7,10 +7,9 @@ import logging
 
 import jax
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from bf_jax import train
+from bf_jax import train, writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/digits_lt.py:bf=off.",
@@ -35,12 +34,10 @@ def _init_distributed() -> None:
 
 def main(argv):
   del argv
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes
-  logging.getLogger("jax").setLevel(logging.WARNING)  # and JAX every backend it probes
+  writers.setup_logging(logging.INFO)
   _init_distributed()
   result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  logging.info("final: %s", result)
+  logging.getLogger("bf_jax").info("final: %s", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ TensorBoard files are written with tensorboardX, so TensorFlow is never needed.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -58,3 +60,20 @@ class Progress:
     parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
     return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s | "
             f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+  """bf_jax's own lines at ``level`` on stderr; Orbax/JAX/absl chatter only from WARNING up.
+
+  absl's handler on the root logger filters by absl's verbosity, so bf_jax gets its own handler.
+  """
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes
+  logging.getLogger("jax").setLevel(logging.WARNING)  # and JAX every backend it probes
+  logger = logging.getLogger("bf_jax")
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+  logger.setLevel(level)
+  logger.propagate = False
