@@ -67,6 +67,8 @@ def _dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
     return x_NxQxR
   if rate >= 1.0:  # torch returns zeros for p=1; avoid 0/0.
     return jnp.zeros_like(x_NxQxR)
+  if rows_NxQ is None:  # a direct call: rows are just positions in this call
+    rows_NxQ = jnp.arange(x_NxQxR.shape[0] * x_NxQxR.shape[1]).reshape(x_NxQxR.shape[:2])
   row_shape = x_NxQxR.shape[2:]
   draw = lambda row: jax.random.bernoulli(jax.random.fold_in(key, row), 1.0 - rate, row_shape)
   keep = jax.vmap(jax.vmap(draw))(rows_NxQ)
