@@ -60,12 +60,21 @@ def base_config() -> ml_collections.ConfigDict:
       augment="none",  # "none" | "crop_flip"
       data_dir="", train_split="train", eval_split="test"))
 
-  c.model = ml_collections.ConfigDict(dict(name="mlp", width=128, depth=2))
+  c.model = ml_collections.ConfigDict(dict(
+      name="mlp",  # "mlp" | "cnn" | "resnet32" | "resnet10" | "resnet50" | "resnet152" | "resnext50"
+      width=128, depth=2,  # mlp / cnn only
+      width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
+      dtype="float32",  # compute dtype; "bfloat16" on accelerators
+      head="linear", head_scale=30.0))  # "cosine": scale * cos(feature, class weight)
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
       step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0))
 
-  c.loss = ml_collections.ConfigDict(dict(name="ce"))
+  c.loss = ml_collections.ConfigDict(dict(
+      name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"
+      tau=1.0,  # logit adjustment strength
+      ldam_max_margin=0.5, ldam_scale=30.0,
+      drw_beta=0.9999, drw_start_step=-1))  # LDAM deferred re-weighting; -1: never
   return c

@@ -9,7 +9,7 @@ from bf_jax.data import DATASETS
 from bf_jax.data.augment import AUGMENTATIONS
 from bf_jax.data.long_tail import PROFILES
 from bf_jax.losses import LOSSES
-from bf_jax.models.classifier import BACKBONES
+from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -63,6 +63,10 @@ def validate(cfg) -> None:
   _choice(cfg, "model.name", BACKBONES)
   _int(cfg, "model.width", 1)
   _int(cfg, "model.depth", 1)
+  _num(cfg, "model.width_mult", 0.0, strict_low=True)
+  _choice(cfg, "model.dtype", ("float32", "bfloat16"))
+  _choice(cfg, "model.head", HEADS)
+  _num(cfg, "model.head_scale", 0.0, strict_low=True)
   _choice(cfg, "optim.name", OPTIMIZERS)
   _num(cfg, "optim.lr", 0.0, strict_low=True)
   _num(cfg, "optim.weight_decay", 0.0)
@@ -74,6 +78,11 @@ def validate(cfg) -> None:
           f"must be below total_steps={cfg.total_steps}")
   _num(cfg, "optim.grad_clip", 0.0)
   _choice(cfg, "loss.name", LOSSES)
+  _num(cfg, "loss.tau", 0.0)
+  _num(cfg, "loss.ldam_max_margin", 0.0)
+  _num(cfg, "loss.drw_beta", 0.0, 1.0)
+  if cfg.loss.drw_beta >= 1.0:
+    _fail("loss.drw_beta", cfg.loss.drw_beta, "must be below 1")
   scope = cfg.bf.scope
   if scope not in ("global", "device") and not (str(scope).isdigit() and int(scope) > 0):
     _fail("bf.scope", scope, "must be 'global', 'device', or a group size such as '16'")

@@ -33,13 +33,13 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
   """
   base_key = jax.random.key(seed)
 
-  def local(params, stats, other, images, labels, key):
+  def local(params, stats, other, images, labels, key, step):
     model = nnx.merge(graphdef, params, stats, other)
 
     def objective(model):
       logits, labels_rows = model.train_logits(images, labels, key)
       n_rows = logits.shape[0] * jax.lax.axis_size(AXIS)
-      loss = loss_fn(logits, labels_rows).sum() / n_rows
+      loss = loss_fn(logits, labels_rows, step).sum() / n_rows
       b = images.shape[0]  # accuracy of the original stream's rows
       correct = (jnp.argmax(logits[:b], -1) == labels_rows[:b]).sum()
       return loss, correct / (b * jax.lax.axis_size(AXIS))
@@ -50,13 +50,13 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
     return jax.lax.psum(loss, AXIS), jax.lax.psum(acc, AXIS), nnx.to_pure_dict(grads), new_stats
 
   sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P()),
+                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P(), P()),
                           out_specs=(P(), P(), P(), P()))
 
   def step(state: State, batch: dict, step: jax.Array) -> tuple[State, dict]:
     key = jax.random.fold_in(base_key, step)
     loss, acc, grads, stats = sharded(state["params"], state["stats"], other,
-                                      batch["image"], batch["label"], key)
+                                      batch["image"], batch["label"], key, step)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, "train_acc": acc, "grad_norm": optax.tree.norm(grads),

@@ -1,7 +1,6 @@
 """Losses against hand-computed values; the BatchFormer lr/wd multipliers; schedules."""
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -10,17 +9,48 @@ from bf_jax import losses, optim
 from bf_jax.config_base import base_config
 
 
-def test_balanced_softmax_adds_the_log_prior():
-  logits = jnp.array([[1.0, 2.0, 0.5]])
-  counts = np.array([60, 30, 10])
-  loss = losses.build_loss(ml_collections.ConfigDict({"name": "balanced_softmax"}), counts)
-  z = np.array([1.0, 2.0, 0.5]) + np.log(counts / 100)
-  want = -(z[2] - np.log(np.exp(z).sum()))  # label 2, the rarest class
-  np.testing.assert_allclose(loss(logits, jnp.array([2])), [want], rtol=1e-6)
-  ce = losses.build_loss(ml_collections.ConfigDict({"name": "ce"}), counts)
-  z = np.array([1.0, 2.0, 0.5])
-  np.testing.assert_allclose(ce(logits, jnp.array([2])), [-(z[2] - np.log(np.exp(z).sum()))],
+def _loss_cfg(**kw):
+  cfg = base_config().loss
+  cfg.update(kw)
+  return cfg
+
+
+def _ce(z: np.ndarray, y: int) -> float:
+  return float(-(z[y] - np.log(np.exp(z).sum())))
+
+
+LOGITS, COUNTS = np.array([1.0, 2.0, 0.5]), np.array([60, 30, 10])
+
+
+def test_cross_entropy_and_balanced_softmax_by_hand():
+  logits, label = jnp.asarray(LOGITS)[None], jnp.array([2])  # label 2: the rarest class
+  ce = losses.build_loss(_loss_cfg(name="ce"), COUNTS)
+  np.testing.assert_allclose(ce(logits, label, 0), [_ce(LOGITS, 2)], rtol=1e-6)
+  bs = losses.build_loss(_loss_cfg(name="balanced_softmax"), COUNTS)
+  np.testing.assert_allclose(bs(logits, label, 0), [_ce(LOGITS + np.log(COUNTS / 100), 2)],
                              rtol=1e-6)
+
+
+def test_logit_adjusted_scales_the_prior_by_tau():
+  la = losses.build_loss(_loss_cfg(name="logit_adjusted", tau=0.5), COUNTS)
+  want = _ce(LOGITS + 0.5 * np.log(COUNTS / 100), 0)
+  np.testing.assert_allclose(la(jnp.asarray(LOGITS)[None], jnp.array([0]), 0), [want], rtol=1e-6)
+
+
+def test_ldam_margin_and_deferred_reweighting_switch():
+  cfg = _loss_cfg(name="ldam", ldam_max_margin=0.5, ldam_scale=30.0, drw_beta=0.99,
+                  drw_start_step=100)
+  fn = losses.build_loss(cfg, COUNTS)
+  m = COUNTS ** -0.25
+  m = 0.5 * m / m.max()  # the rarest class gets the largest margin, 0.5
+  np.testing.assert_allclose(losses.ldam_margins(COUNTS, 0.5), m, rtol=1e-6)
+  shifted = LOGITS - 30.0 * m[2] * np.eye(3)[2]
+  logits, label = jnp.asarray(LOGITS)[None], jnp.array([2])
+  np.testing.assert_allclose(fn(logits, label, 99), [_ce(shifted, 2)], rtol=1e-5)  # before DRW
+  w = (1 - 0.99) / (1 - 0.99 ** COUNTS)
+  w = w * 3 / w.sum()
+  np.testing.assert_allclose(fn(logits, label, 100), [w[2] * _ce(shifted, 2)], rtol=1e-5)
+  assert w[2] > 1.0 > w[0]  # after the switch the tail weighs more
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])

@@ -1,0 +1,140 @@
+"""ResNets in NNX: the CIFAR ResNet-32 of the long-tail literature and ImageNet-style ResNets.
+
+Every backbone maps images [B, H, W, C_in] to pooled features [B, feat_dim]. BatchNorm takes
+batch statistics when ``train`` and synchronizes them over ``axis_name`` (the whole global
+batch). ``dtype`` is the compute dtype (bfloat16 on accelerators); parameters stay float32.
+
+Feature dims: ResNet-32 64 (RIDE's reduced width 48), ResNet-10 512, ResNet-50/152 and
+ResNeXt-50 2048 (RIDE reduces them to 384 / 1536 through ``width_mult``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# torchvision's init for convs: kaiming normal, fan_out, ReLU gain.
+_CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _bn(c: int, axis_name: str | None, dtype: Any, rngs: nnx.Rngs):
+  return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, axis_name=axis_name, dtype=dtype, rngs=rngs)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int, dtype: Any, rngs: nnx.Rngs, groups: int = 1):
+  return nnx.Conv(cin, cout, (k, k), strides=stride, padding=k // 2, use_bias=False,
+                  feature_group_count=groups, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+  expansion = 1
+
+  def __init__(self, cin: int, width: int, stride: int, *, shortcut: str, axis_name, dtype,
+               rngs: nnx.Rngs, groups: int = 1, base_width: int = 64):
+    del groups, base_width
+    self.conv1 = _conv(cin, width, 3, stride, dtype, rngs)
+    self.bn1 = _bn(width, axis_name, dtype, rngs)
+    self.conv2 = _conv(width, width, 3, 1, dtype, rngs)
+    self.bn2 = _bn(width, axis_name, dtype, rngs)
+    self.shortcut, self.stride, self.pad = _make_shortcut(cin, width, stride, shortcut, axis_name,
+                                                          dtype, rngs)
+
+  def __call__(self, x, train: bool):
+    h = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    h = self.bn2(self.conv2(h), use_running_average=not train)
+    return jax.nn.relu(h + _apply_shortcut(self, x, train))
+
+
+class Bottleneck(nnx.Module):
+  expansion = 4
+
+  def __init__(self, cin: int, width: int, stride: int, *, shortcut: str, axis_name, dtype,
+               rngs: nnx.Rngs, groups: int = 1, base_width: int = 64):
+    inner = int(width * (base_width / 64.0)) * groups
+    self.conv1 = _conv(cin, inner, 1, 1, dtype, rngs)
+    self.bn1 = _bn(inner, axis_name, dtype, rngs)
+    self.conv2 = _conv(inner, inner, 3, stride, dtype, rngs, groups=groups)
+    self.bn2 = _bn(inner, axis_name, dtype, rngs)
+    self.conv3 = _conv(inner, width * 4, 1, 1, dtype, rngs)
+    self.bn3 = _bn(width * 4, axis_name, dtype, rngs)
+    self.shortcut, self.stride, self.pad = _make_shortcut(cin, width * 4, stride, shortcut,
+                                                          axis_name, dtype, rngs)
+
+  def __call__(self, x, train: bool):
+    h = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    h = jax.nn.relu(self.bn2(self.conv2(h), use_running_average=not train))
+    h = self.bn3(self.conv3(h), use_running_average=not train)
+    return jax.nn.relu(h + _apply_shortcut(self, x, train))
+
+
+def _make_shortcut(cin, cout, stride, kind, axis_name, dtype, rngs):
+  """'B': 1x1 conv + BN when the shape changes. 'A': parameter-free subsample + zero-pad."""
+  if stride == 1 and cin == cout:
+    return None, stride, 0
+  if kind == "A":
+    return None, stride, cout - cin
+  return nnx.List([_conv(cin, cout, 1, stride, dtype, rngs),
+                   _bn(cout, axis_name, dtype, rngs)]), stride, 0
+
+
+def _apply_shortcut(block, x, train: bool):
+  if block.shortcut is not None:
+    conv, bn = block.shortcut
+    return bn(conv(x), use_running_average=not train)
+  if block.stride == 1 and block.pad == 0:
+    return x
+  x = x[:, ::block.stride, ::block.stride, :]
+  half = block.pad // 2
+  return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (half, block.pad - half)))
+
+
+class ResNet(nnx.Module):
+  """Generic ResNet: CIFAR stem (3x3) or ImageNet stem (7x7/2 + max pool), then stages."""
+
+  def __init__(self, block: type, depths: list[int], widths: list[int], *, in_chans: int,
+               cifar_stem: bool, shortcut: str, axis_name: str | None, dtype: Any = None,
+               groups: int = 1, base_width: int = 64, rngs: nnx.Rngs):
+    self.cifar_stem = cifar_stem
+    stem_width = widths[0] if cifar_stem else 64
+    self.stem_conv = _conv(in_chans, stem_width, 3 if cifar_stem else 7, 1 if cifar_stem else 2,
+                           dtype, rngs)
+    self.stem_bn = _bn(stem_width, axis_name, dtype, rngs)
+    blocks, cin = [], stem_width
+    for i, (depth, width) in enumerate(zip(depths, widths)):
+      for j in range(depth):
+        stride = 2 if (i > 0 and j == 0) else 1
+        blocks.append(block(cin, width, stride, shortcut=shortcut, axis_name=axis_name,
+                            dtype=dtype, rngs=rngs, groups=groups, base_width=base_width))
+        cin = width * block.expansion
+    self.blocks = nnx.List(blocks)
+    self.feat_dim = cin
+
+  def __call__(self, images_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    h = jax.nn.relu(self.stem_bn(self.stem_conv(images_BxHxWxC), use_running_average=not train))
+    if not self.cifar_stem:
+      h = nnx.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for block in self.blocks:
+      h = block(h, train)
+    return jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+
+
+# name -> (block, depths, widths at width_mult 1, CIFAR stem, shortcut, groups, base width)
+ARCHS = {
+    "resnet32": (BasicBlock, [5, 5, 5], [16, 32, 64], True, "A", 1, 64),
+    "resnet10": (BasicBlock, [1, 1, 1, 1], [64, 128, 256, 512], False, "B", 1, 64),
+    "resnet50": (Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], False, "B", 1, 64),
+    "resnet152": (Bottleneck, [3, 8, 36, 3], [64, 128, 256, 512], False, "B", 1, 64),
+    "resnext50": (Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], False, "B", 32, 4),
+}
+
+
+def build_resnet(name: str, in_chans: int, *, width_mult: float = 1.0,
+                 axis_name: str | None = "data", dtype: Any = None, rngs: nnx.Rngs) -> ResNet:
+  """A backbone from ARCHS; ``width_mult`` scales stage widths (RIDE's reduce_dimension)."""
+  block, depths, widths, cifar, shortcut, groups, base_width = ARCHS[name]
+  widths = [max(1, int(round(w * width_mult))) for w in widths]
+  return ResNet(block, depths, widths, in_chans=in_chans, cifar_stem=cifar, shortcut=shortcut,
+                axis_name=axis_name, dtype=dtype, groups=groups, base_width=base_width, rngs=rngs)

@@ -1,0 +1,64 @@
+"""Backbones: the published parameter counts, feature dims, bf16 compute, the cosine head."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bf_jax.config_base import base_config
+from bf_jax.models.classifier import CosineHead, build_model
+from bf_jax.models.resnet import build_resnet
+
+# torchvision / LDAM-DRW counts without the classifier (BatchNorm scale+bias included).
+PUBLISHED = {"resnet32": (463_504, 64), "resnet50": (23_508_032, 2048),
+             "resnext50": (22_979_904, 2048), "resnet152": (58_143_808, 2048),
+             "resnet10": (4_905_792, 512)}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_counts_and_feature_dims(name):
+  model = nnx.eval_shape(lambda: build_resnet(name, 3, axis_name=None, rngs=nnx.Rngs(0)))
+  n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert (n, model.feat_dim) == PUBLISHED[name]
+
+
+def test_ride_reduced_widths():
+  for name, mult, dim in [("resnet32", 0.75, 48), ("resnet50", 0.75, 1536), ("resnet10", 0.75, 384)]:
+    model = nnx.eval_shape(lambda: build_resnet(name, 3, width_mult=mult, axis_name=None,
+                                                rngs=nnx.Rngs(0)))
+    assert model.feat_dim == dim
+
+
+def test_resnet_forward_train_and_eval_and_bf16():
+  model = build_resnet("resnet32", 3, axis_name=None, rngs=nnx.Rngs(0))
+  bf16 = build_resnet("resnet32", 3, axis_name=None, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  eval_feats = model(x, train=False)  # before any train call changes the running statistics
+  np.testing.assert_allclose(bf16(x, train=False), eval_feats, rtol=0.05, atol=0.05 * float(
+      jnp.abs(eval_feats).max()))
+  train_feats = model(x, train=True)
+  assert train_feats.shape == (4, 64) and bool(jnp.isfinite(train_feats).all())
+  assert not np.allclose(model(x, train=False), eval_feats)  # train updated BatchNorm stats
+  assert bf16.blocks[0].conv1.kernel[...].dtype == jnp.float32
+
+
+def test_cosine_head_is_scaled_cosine():
+  head = CosineHead(8, 3, 30.0, rngs=nnx.Rngs(0))
+  f = jax.random.normal(jax.random.key(1), (5, 8))
+  out = head(f * 7.0)  # invariant to the feature norm
+  np.testing.assert_allclose(out, head(f), rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(out).max()) <= 30.0 + 1e-4
+
+
+def test_classifier_eval_never_touches_batchformer():
+  cfg = base_config()
+  cfg.model.update(name="resnet32")
+  model = build_model(cfg.model, cfg.bf, 10, (32, 32, 3), local_batch=4, seed=0, axis_name=None)
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  before = model.eval_logits(x)
+  layer = model.bf.layers[0]
+  layer.linear1.kernel[...] = jnp.full_like(layer.linear1.kernel[...], jnp.nan)
+  np.testing.assert_array_equal(model.eval_logits(x), before)
+  logits, labels = model.train_logits(x, jnp.arange(4), jax.random.key(0))
+  assert logits.shape == (8, 10) and labels.shape == (8,)
