@@ -26,18 +26,30 @@ Batch = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-  """How a record becomes a model input."""
+  """How a record becomes a model input.
+
+  ``image_size`` 0 keeps the stored size (CIFAR, digits); otherwise training crops with the
+  augmentation and eval takes a resized central crop (ImageNet-style sets).
+  """
   mean: tuple[float, ...]
   std: tuple[float, ...]
   scale: float  # 255 for uint8 images, 1 for images already in [0, 1]
   augmentation: str = "none"
+  image_size: int = 0
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
     image = np.asarray(record["image"])
     if image.ndim == 2:
       image = image[..., None]
-    if rng is not None and self.augmentation == "crop_flip":
+    if rng is None:
+      if self.image_size:
+        image = augment.resize_center_crop(image, self.image_size)
+    elif self.augmentation == "crop_flip":
       image = augment.crop_flip(image, rng)
+    elif self.augmentation.startswith("inception"):
+      image = augment.flip(augment.random_resized_crop(image, rng, self.image_size), rng)
+      if self.augmentation == "inception_jitter":
+        image = augment.color_jitter(image, rng)
     return augment.normalize(image, self.mean, self.std, self.scale)
 
 
