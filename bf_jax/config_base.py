@@ -57,8 +57,11 @@ def base_config() -> ml_collections.ConfigDict:
       imbalance=50.0, profile="exp",  # long-tail profile; imbalance 1 and n_max 0: split as is
       n_max=0,  # images of the head class; 0: the dataset's default
       split_seed=0,  # which examples form the long-tailed subset (fixed across model seeds)
-      augment="none",  # "none" | "crop_flip"
-      data_dir="", train_split="train", eval_split="test"))
+      augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter"
+      image_size=0,  # 0: the dataset's default (as stored; 224 for ImageNet-style sets)
+      data_dir="", train_split="train", eval_split="test",
+      val_split="",  # TFDS split for best-on-val model selection; "" for none
+      train_list="", val_list="", test_list=""))  # split files (ImageNet-LT, Places-LT)
 
   c.model = ml_collections.ConfigDict(dict(
       name="mlp",  # "mlp" | "cnn" | "resnet32" | "resnet10" | "resnet50" | "resnet152" | "resnext50"

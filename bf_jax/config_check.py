@@ -60,6 +60,7 @@ def validate(cfg) -> None:
   _choice(cfg, "data.profile", PROFILES)
   _int(cfg, "data.n_max", 0)
   _choice(cfg, "data.augment", AUGMENTATIONS)
+  _int(cfg, "data.image_size", 0)
   _choice(cfg, "model.name", BACKBONES)
   _int(cfg, "model.width", 1)
   _int(cfg, "model.depth", 1)

@@ -42,16 +42,40 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
-def _evaluate(eval_step, state, dataset: data.Data, config, mesh) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate(eval_step, state, dataset: data.Data, config, mesh,
+              source=None) -> tuple[np.ndarray, np.ndarray]:
+  """Per-class (correct, total) over ``source`` (default: the test set), every example once."""
   correct_K = np.zeros(dataset.num_classes)
   total_K = np.zeros(dataset.num_classes)
-  batches = pipeline.eval_batches(dataset.eval_source, config.eval_batch_size, dataset.preprocess,
+  source = dataset.eval_source if source is None else source
+  batches = pipeline.eval_batches(source, config.eval_batch_size, dataset.preprocess,
                                   dataset.num_classes, jax.process_index(), jax.process_count())
   for batch in batches:
     c, t = eval_step(state, sharding.put_batch(batch, mesh))
     correct_K += np.asarray(jax.device_get(c))
     total_K += np.asarray(jax.device_get(t))
   return correct_K, total_K
+
+
+def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: int,
+                     writer: writers.MetricWriter, selected: dict | None) -> dict:
+  """Evaluates the test set (and val set, if any); returns the selected evaluation so far.
+
+  With a val set the selection is the best val accuracy (the long-tail protocol); without,
+  the latest evaluation.
+  """
+  correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
+  accs = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
+  log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in accs.items()))
+  writer.write(step, accs, prefix="eval/")
+  current = {"correct": correct_K, "total": total_K, "step": step, "val_acc": None}
+  if dataset.val_source is None:
+    return current
+  vc, vt = _evaluate(eval_step, state, dataset, config, mesh, dataset.val_source)
+  current["val_acc"] = float(vc.sum() / max(vt.sum(), 1.0))
+  log.info("val step %d: acc %.2f", step, 100 * current["val_acc"])
+  writer.write(step, {"acc": current["val_acc"]}, prefix="val/")
+  return current if selected is None or current["val_acc"] > selected["val_acc"] else selected
 
 
 def _check_finite(window: list[dict], first_step: int) -> None:
@@ -72,7 +96,7 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
       dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count())
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
   window, window_start = [], start_step
-  step, correct_K, total_K = start_step, None, None
+  step, selected = start_step, None
   with _Preemption() as preemption:
     while step < config.total_steps:
       batch = sharding.put_batch(next(batches), mesh)
@@ -89,18 +113,15 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
         window, window_start = [], step
       if (config.eval_every_steps and step % config.eval_every_steps == 0) \
           or step == config.total_steps:
-        correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
-        accs = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
-        log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in accs.items()))
-        writer.write(step, accs, prefix="eval/")
+        selected = _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
       ckpt.save(step, state, force=step == config.total_steps)
       if preemption.requested or ckpt.reached_preemption(step) or step == stop_at:
         ckpt.save(step, state, force=True)
         log.warning("preempted: saved step %d; rerun the same command to resume.", step)
         break
-  if step == config.total_steps and correct_K is None:  # resumed a finished run
-    correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
-  return state, step, correct_K, total_K
+  if step == config.total_steps and selected is None:  # resumed a finished run
+    selected = _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, None)
+  return state, step, selected
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,
@@ -152,18 +173,21 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
 
   # ---------------------------------------------------------------- train loop
   try:
-    state, step, correct_K, total_K = _train_loop(
+    state, step, selected = _train_loop(
         config, mesh, dataset, state, start_step, stop_at, train_step, eval_step, schedule,
         ckpt, writer)
   finally:  # flush logs and finish async saves even when a step fails
     ckpt.close()
     writer.close()
-  final = {}
-  if correct_K is not None:
-    final = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
 
   # ---------------------------------------------------------------- wrap up
-  result = {"step": step, "preempted": step < config.total_steps, **final}
+  result = {"step": step, "preempted": step < config.total_steps}
+  if selected is not None:
+    correct_K, total_K = selected["correct"], selected["total"]
+    result.update(metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts),
+                  selected_step=selected["step"])
+    if selected["val_acc"] is not None:
+      result["val_acc"] = selected["val_acc"]
   if step == config.total_steps and jax.process_index() == 0:
     acc_K = metrics.per_class_accuracy(correct_K, total_K)
     counts = dataset.train_class_counts

@@ -22,12 +22,12 @@ class ArraySource:
     return {"image": self.images[i], "label": self.labels[i]}
 
 
-def tfds_source(name: str, split: str, data_dir: str | None = None):
+def tfds_source(name: str, split: str, data_dir: str | None = None, decoders=None):
   """``tfds.data_source`` (array_record, no TensorFlow) with a clear message when data is missing."""
   import tensorflow_datasets as tfds
 
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir)
+    return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders)
   except Exception as e:  # tfds raises several types for "not prepared"; all mean the same here
     where = data_dir or "~/tensorflow_datasets (or $TFDS_DATA_DIR)"
     raise FileNotFoundError(
