@@ -68,7 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
       width=128, depth=2,  # mlp / cnn only
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
-      head="linear", head_scale=30.0))  # "cosine": scale * cos(feature, class weight)
+      head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)
+      experts=0))  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
@@ -79,5 +80,6 @@ def base_config() -> ml_collections.ConfigDict:
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"
       tau=1.0,  # logit adjustment strength
       ldam_max_margin=0.5, ldam_scale=30.0,
-      drw_beta=0.9999, drw_start_step=-1))  # LDAM deferred re-weighting; -1: never
+      drw_beta=0.9999, drw_start_step=-1,  # LDAM deferred re-weighting; -1: never
+      diversity_factor=-0.2, diversity_temperature=1.0))  # RIDE's expert diversity term
   return c

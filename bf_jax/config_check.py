@@ -68,6 +68,7 @@ def validate(cfg) -> None:
   _choice(cfg, "model.dtype", ("float32", "bfloat16"))
   _choice(cfg, "model.head", HEADS)
   _num(cfg, "model.head_scale", 0.0, strict_low=True)
+  _int(cfg, "model.experts", 0)
   _choice(cfg, "optim.name", OPTIMIZERS)
   _num(cfg, "optim.lr", 0.0, strict_low=True)
   _num(cfg, "optim.weight_decay", 0.0)
@@ -82,6 +83,7 @@ def validate(cfg) -> None:
   _num(cfg, "loss.tau", 0.0)
   _num(cfg, "loss.ldam_max_margin", 0.0)
   _num(cfg, "loss.drw_beta", 0.0, 1.0)
+  _num(cfg, "loss.diversity_temperature", 0.0, strict_low=True)
   if cfg.loss.drw_beta >= 1.0:
     _fail("loss.drw_beta", cfg.loss.drw_beta, "must be below 1")
   scope = cfg.bf.scope

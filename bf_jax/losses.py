@@ -58,8 +58,39 @@ def ldam(logits_NxK: jax.Array, labels_N: jax.Array, margins_K: jax.Array, scale
   return weights_K[labels_N] * cross_entropy(shifted, labels_N)
 
 
-def build_loss(loss_cfg, train_class_counts: np.ndarray) -> LossFn:
-  """The per-row loss a config names; priors and margins come from the training-set counts."""
+def ride(base: LossFn, diversity_factor: float, temperature: float) -> LossFn:
+  """RIDE's loss on expert logits [N, E, K]: each expert's base loss plus the diversity term
+
+  ``factor * T^2 * KL(softmax(mean/T) || softmax(expert/T))`` per expert; the factor is negative
+  (RIDE's -0.2), which rewards experts for disagreeing with their mean.
+  """
+
+  def fn(logits_NxExK, labels_N, step):
+    mean_NxK = logits_NxExK.mean(axis=1).astype(jnp.float32)
+    p_mean = jax.nn.softmax(mean_NxK / temperature)
+    total = 0.0
+    for e in range(logits_NxExK.shape[1]):
+      logits_e = logits_NxExK[:, e].astype(jnp.float32)
+      kl = jnp.sum(p_mean * (jnp.log(p_mean + 1e-12) - jax.nn.log_softmax(logits_e / temperature)),
+                   axis=-1)
+      total = total + base(logits_e, labels_N, step) + diversity_factor * temperature ** 2 * kl
+    return total
+
+  return fn
+
+
+def build_loss(loss_cfg, train_class_counts: np.ndarray, experts: int = 0) -> LossFn:
+  """The per-row loss a config names; priors and margins come from the training-set counts.
+
+  With ``experts > 0`` it is applied to every expert inside RIDE's loss.
+  """
+  base = _base_loss(loss_cfg, train_class_counts)
+  if experts:
+    return ride(base, loss_cfg.diversity_factor, loss_cfg.diversity_temperature)
+  return base
+
+
+def _base_loss(loss_cfg, train_class_counts: np.ndarray) -> LossFn:
   counts = np.maximum(np.asarray(train_class_counts, np.float64), 1.0)  # empty class: no -inf
   log_prior_K = jnp.asarray(np.log(counts / counts.sum()), jnp.float32)
   name = loss_cfg.name

@@ -40,8 +40,9 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
       logits, labels_rows = model.train_logits(images, labels, key)
       n_rows = logits.shape[0] * jax.lax.axis_size(AXIS)
       loss = loss_fn(logits, labels_rows, step).sum() / n_rows
-      b = images.shape[0]  # accuracy of the original stream's rows
-      correct = (jnp.argmax(logits[:b], -1) == labels_rows[:b]).sum()
+      b = images.shape[0]  # accuracy of the original stream's rows (experts averaged)
+      mean_logits = logits.mean(axis=1) if logits.ndim == 3 else logits
+      correct = (jnp.argmax(mean_logits[:b], -1) == labels_rows[:b]).sum()
       return loss, correct / (b * jax.lax.axis_size(AXIS))
 
     (loss, acc), grads = nnx.value_and_grad(objective, has_aux=True)(model)

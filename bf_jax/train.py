@@ -155,7 +155,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                       local_batch, config.seed)
   graphdef, params, stats, other = steps.split_model(model)
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts)
+  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
   train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, config.seed)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)

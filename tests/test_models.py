@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from bf_jax import losses
+from bf_jax.batchformer import BatchFormer
 from bf_jax.config_base import base_config
-from bf_jax.models.classifier import CosineHead, build_model
+from bf_jax.models.classifier import build_model
+from bf_jax.models.heads import CosineHead
 from bf_jax.models.resnet import build_resnet
 
 # torchvision / LDAM-DRW counts without the classifier (BatchNorm scale+bias included).
@@ -40,7 +43,7 @@ def test_resnet_forward_train_and_eval_and_bf16():
   train_feats = model(x, train=True)
   assert train_feats.shape == (4, 64) and bool(jnp.isfinite(train_feats).all())
   assert not np.allclose(model(x, train=False), eval_feats)  # train updated BatchNorm stats
-  assert bf16.blocks[0].conv1.kernel[...].dtype == jnp.float32
+  assert bf16.stages.blocks[0].conv1.kernel[...].dtype == jnp.float32
 
 
 def test_cosine_head_is_scaled_cosine():
@@ -62,3 +65,40 @@ def test_classifier_eval_never_touches_batchformer():
   np.testing.assert_array_equal(model.eval_logits(x), before)
   logits, labels = model.train_logits(x, jnp.arange(4), jax.random.key(0))
   assert logits.shape == (8, 10) and labels.shape == (8,)
+
+
+def _ride_cfg(mode="shared"):
+  cfg = base_config()
+  cfg.model.update(name="resnet32", experts=3, width_mult=0.75)
+  cfg.bf.update(mode=mode, num_heads=1)
+  return cfg
+
+
+@pytest.mark.parametrize("mode,rows", [("shared", 8), ("bf_only", 4)])
+def test_ride_shapes_and_one_shared_batchformer(mode, rows):
+  cfg = _ride_cfg(mode)
+  model = build_model(cfg.model, cfg.bf, 10, (32, 32, 3), local_batch=4, seed=0, axis_name=None)
+  assert model.feat_dim == 48  # RIDE's reduced ResNet-32 width
+  layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, BatchFormer)]
+  assert len(layers) == 1  # one layer for all experts
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  logits, labels = model.train_logits(x, jnp.arange(4), jax.random.key(1))
+  assert logits.shape == (rows, 3, 10) and labels.shape == (rows,)
+  assert model.eval_logits(x).shape == (4, 10)
+  # Every expert's output depends on the shared layer's weights.
+  for e in range(3):
+    expert_sum = lambda m: m.train_logits(x, jnp.arange(4), jax.random.key(1))[0][:, e].sum()
+    g = nnx.grad(expert_sum)(model)
+    assert float(jnp.abs(g.bf.layers[0].linear1.kernel[...]).max()) > 0, e
+
+
+def test_ride_loss_sums_experts_and_rewards_diversity():
+  cfg = base_config().loss
+  cfg.update(name="ce", diversity_factor=-0.2, diversity_temperature=1.0)
+  fn = losses.build_loss(cfg, np.array([5, 5, 5]), experts=2)
+  same = jnp.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])  # experts agree: no diversity term
+  ce = float(losses.cross_entropy(same[:, 0], jnp.array([0]))[0])
+  np.testing.assert_allclose(fn(same, jnp.array([0]), 0), [2 * ce], rtol=1e-5)
+  apart = jnp.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+  plain = sum(float(losses.cross_entropy(apart[:, e], jnp.array([0]))[0]) for e in range(2))
+  assert float(fn(apart, jnp.array([0]), 0)[0]) < plain  # disagreement lowers the loss

@@ -9,32 +9,11 @@ from flax import nnx
 from bf_jax.batchformer import BatchFormer, two_stream
 from bf_jax.models.backbones import MLP, TinyCNN
 from bf_jax.models.resnet import ARCHS, build_resnet
+from bf_jax.models.heads import HEADS, build_head
+from bf_jax.models.ride import RIDE
 
 BACKBONES = ("mlp", "cnn", *ARCHS)
-HEADS = ("linear", "cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class CosineHead(nnx.Module):
-  """scale * cos(feature, class weight): the normed linear classifier of LDAM and RIDE."""
-
-  def __init__(self, dim: int, num_classes: int, scale: float, *, rngs: nnx.Rngs):
-    init = nnx.initializers.uniform(2.0)
-    self.kernel = nnx.Param(init(rngs.params(), (dim, num_classes)) - 1.0)
-    self.scale = scale
-
-  def __call__(self, feats_NxC: jax.Array) -> jax.Array:
-    f = feats_NxC / (jnp.linalg.norm(feats_NxC, axis=-1, keepdims=True) + 1e-12)
-    w = self.kernel[...] / (jnp.linalg.norm(self.kernel[...], axis=0, keepdims=True) + 1e-12)
-    return self.scale * f @ w
-
-
-def build_head(model_cfg, dim: int, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
-  if model_cfg.head == "cosine":
-    return CosineHead(dim, num_classes, model_cfg.head_scale, rngs=rngs)
-  if model_cfg.head == "linear":
-    return nnx.Linear(dim, num_classes, rngs=rngs)
-  raise ValueError(f"model.head={model_cfg.head!r} is unknown; choose one of {HEADS}.")
 
 
 class Classifier(nnx.Module):
@@ -92,9 +71,22 @@ def build_batchformer(bf_cfg, dim: int, local_batch: int, rngs: nnx.Rngs,
 
 
 def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...],
-                local_batch: int, seed: int, axis_name: str = "data") -> Classifier:
-  """The classifier a config describes; parameters depend only on the config and seed."""
+                local_batch: int, seed: int, axis_name: str = "data") -> nnx.Module:
+  """The classifier a config describes; parameters depend only on the config and seed.
+
+  ``model.experts > 0`` builds RIDE on the ResNet ``model.name`` (cosine heads, one shared
+  BatchFormer); otherwise backbone + BatchFormer + one head.
+  """
   rngs = nnx.Rngs(seed)
+  if model_cfg.experts:
+    if model_cfg.name not in ARCHS:
+      raise ValueError(f"model.experts={model_cfg.experts} (RIDE) needs a ResNet model.name, "
+                       f"one of {tuple(ARCHS)}; got {model_cfg.name!r}.")
+    return RIDE(model_cfg.name, model_cfg.experts, image_shape[-1], num_classes,
+                width_mult=model_cfg.width_mult, head_scale=model_cfg.head_scale,
+                bf_mode=bf_cfg.mode, axis_name=axis_name, dtype=DTYPES[model_cfg.dtype],
+                rngs=rngs,
+                bf_factory=lambda dim: build_batchformer(bf_cfg, dim, local_batch, rngs, axis_name))
   backbone = build_backbone(model_cfg, image_shape, rngs, axis_name)
   bf = build_batchformer(bf_cfg, backbone.feat_dim, local_batch, rngs, axis_name)
   head = build_head(model_cfg, backbone.feat_dim, num_classes, rngs)

@@ -91,34 +91,62 @@ def _apply_shortcut(block, x, train: bool):
   return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (half, block.pad - half)))
 
 
-class ResNet(nnx.Module):
-  """Generic ResNet: CIFAR stem (3x3) or ImageNet stem (7x7/2 + max pool), then stages."""
+class Stages(nnx.Module):
+  """Residual stages; the first block of every stage but (optionally) the first has stride 2."""
 
-  def __init__(self, block: type, depths: list[int], widths: list[int], *, in_chans: int,
-               cifar_stem: bool, shortcut: str, axis_name: str | None, dtype: Any = None,
-               groups: int = 1, base_width: int = 64, rngs: nnx.Rngs):
-    self.cifar_stem = cifar_stem
-    stem_width = widths[0] if cifar_stem else 64
-    self.stem_conv = _conv(in_chans, stem_width, 3 if cifar_stem else 7, 1 if cifar_stem else 2,
-                           dtype, rngs)
-    self.stem_bn = _bn(stem_width, axis_name, dtype, rngs)
-    blocks, cin = [], stem_width
+  def __init__(self, block: type, depths: list[int], widths: list[int], cin: int, *,
+               downsample_first: bool, shortcut: str, axis_name: str | None, dtype: Any,
+               groups: int, base_width: int, rngs: nnx.Rngs):
+    blocks = []
     for i, (depth, width) in enumerate(zip(depths, widths)):
       for j in range(depth):
-        stride = 2 if (i > 0 and j == 0) else 1
+        stride = 2 if j == 0 and (i > 0 or downsample_first) else 1
         blocks.append(block(cin, width, stride, shortcut=shortcut, axis_name=axis_name,
                             dtype=dtype, rngs=rngs, groups=groups, base_width=base_width))
         cin = width * block.expansion
     self.blocks = nnx.List(blocks)
     self.feat_dim = cin
 
-  def __call__(self, images_BxHxWxC: jax.Array, train: bool) -> jax.Array:
-    h = jax.nn.relu(self.stem_bn(self.stem_conv(images_BxHxWxC), use_running_average=not train))
-    if not self.cifar_stem:
-      h = nnx.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  def __call__(self, h: jax.Array, train: bool) -> jax.Array:
     for block in self.blocks:
       h = block(h, train)
-    return jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+    return h
+
+
+class Stem(nnx.Module):
+  """CIFAR stem (3x3 conv) or ImageNet stem (7x7/2 conv + 3x3/2 max pool)."""
+
+  def __init__(self, in_chans: int, width: int, cifar: bool, axis_name, dtype, rngs: nnx.Rngs):
+    self.cifar = cifar
+    self.conv = _conv(in_chans, width, 3 if cifar else 7, 1 if cifar else 2, dtype, rngs)
+    self.bn = _bn(width, axis_name, dtype, rngs)
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    h = jax.nn.relu(self.bn(self.conv(x), use_running_average=not train))
+    if not self.cifar:
+      h = nnx.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return h
+
+
+def global_pool(h_BxHxWxC: jax.Array) -> jax.Array:
+  return jnp.mean(h_BxHxWxC.astype(jnp.float32), axis=(1, 2))
+
+
+class ResNet(nnx.Module):
+  """Stem, stages, global average pool."""
+
+  def __init__(self, block: type, depths: list[int], widths: list[int], *, in_chans: int,
+               cifar_stem: bool, shortcut: str, axis_name: str | None, dtype: Any = None,
+               groups: int = 1, base_width: int = 64, rngs: nnx.Rngs):
+    stem_width = widths[0] if cifar_stem else 64
+    self.stem = Stem(in_chans, stem_width, cifar_stem, axis_name, dtype, rngs)
+    self.stages = Stages(block, depths, widths, stem_width, downsample_first=False,
+                         shortcut=shortcut, axis_name=axis_name, dtype=dtype, groups=groups,
+                         base_width=base_width, rngs=rngs)
+    self.feat_dim = self.stages.feat_dim
+
+  def __call__(self, images_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    return global_pool(self.stages(self.stem(images_BxHxWxC, train), train))
 
 
 # name -> (block, depths, widths at width_mult 1, CIFAR stem, shortcut, groups, base width)
@@ -131,10 +159,16 @@ ARCHS = {
 }
 
 
+def arch(name: str, width_mult: float = 1.0):
+  """(block, depths, widths scaled by width_mult, cifar stem, shortcut, groups, base width)."""
+  block, depths, widths, cifar, shortcut, groups, base_width = ARCHS[name]
+  widths = [max(1, int(round(w * width_mult))) for w in widths]
+  return block, depths, widths, cifar, shortcut, groups, base_width
+
+
 def build_resnet(name: str, in_chans: int, *, width_mult: float = 1.0,
                  axis_name: str | None = "data", dtype: Any = None, rngs: nnx.Rngs) -> ResNet:
   """A backbone from ARCHS; ``width_mult`` scales stage widths (RIDE's reduce_dimension)."""
-  block, depths, widths, cifar, shortcut, groups, base_width = ARCHS[name]
-  widths = [max(1, int(round(w * width_mult))) for w in widths]
+  block, depths, widths, cifar, shortcut, groups, base_width = arch(name, width_mult)
   return ResNet(block, depths, widths, in_chans=in_chans, cifar_stem=cifar, shortcut=shortcut,
                 axis_name=axis_name, dtype=dtype, groups=groups, base_width=base_width, rngs=rngs)
