@@ -39,6 +39,7 @@ def get_config(arg: str | None = None):
   c.optim.update(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                  warmup_steps=400)
   if arg.smoke:
+    c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
     c.batch_size, c.eval_batch_size = 32, 32
     c.total_steps, c.eval_every_steps, c.log_every_steps = 6, 3, 2
     c.ckpt.every_steps = 3

@@ -1,0 +1,62 @@
+"""Every config's smoke variant trains 2 steps end to end on mocked data."""
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from bf_jax import train
+from helpers import ROOT, config_module, train_losses
+
+SMOKE_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+
+
+def _split_file_mock(tmp_path, config):
+  """Generated ImageNet-style records and split files for the split-file datasets."""
+  feature = "file_name" if config.data.name == "imagenet_lt" else "filename"
+  rng = np.random.default_rng(0)
+
+  def records(prefix, n):
+    return [{feature: f"{prefix}_{i:04d}.JPEG".encode(), "label": np.int64(i % 7),
+             "image": rng.integers(0, 256, (40, 36, 3), np.uint8)} for i in range(n)]
+
+  splits = {"train": records("tr", 64), "validation": records("va", 16)}
+  for name, prefix, n in (("train", "tr", 48), ("val", "tr", 16), ("test", "va", 16)):
+    path = tmp_path / f"{name}.txt"
+    start = 48 if name == "val" else 0
+    path.write_text("".join(f"x/{prefix}_{i:04d}.JPEG {i % 7}\n" for i in range(start, start + n)))
+    setattr(config.data, f"{name}_list", str(path))
+  return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_data_source_fn=lambda builder, split, **kw: splits[split])
+
+
+@pytest.fixture
+def fast_compile():
+  """XLA's optimizations cost minutes for ResNet-50 graphs on 2 cores and are not under test."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.mark.parametrize("path", SMOKE_CONFIGS, ids=lambda p: p.stem)
+def test_smoke_variant_trains_two_steps(tmp_path, path, fast_compile):
+  module = config_module(path)
+  config = module.get_config("smoke")
+  config.total_steps, config.optim.warmup_steps = 2, 0
+  if config.data.name in ("imagenet_lt", "places_lt"):
+    mock = _split_file_mock(tmp_path, config)
+  elif config.data.name == "digits":
+    mock = contextlib.nullcontext()
+  else:
+    mock = tfds.testing.mock_data(num_examples=3000 if config.data.n_max else 64,
+                                  policy=tfds.testing.MockPolicy.USE_CODE)
+  # ImageNet-size backbones on one device: 8 emulated devices triple their CPU step time here,
+  # and the multi-device path is covered by the smaller configs.
+  devices = jax.devices()[:1] if config.model.name in ("resnet50", "resnet152", "resnext50") \
+      else None
+  with mock:
+    result = train.train_and_evaluate(config, tmp_path / "run", devices=devices)
+  assert result["step"] == 2 and 0.0 <= result["acc"] <= 1.0
+  assert all(np.isfinite(train_losses(tmp_path / "run")))
