@@ -11,19 +11,24 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
-def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _leaves_by_path(tree: Any) -> dict[str, Any]:
+  """Leaves keyed by a 'a/b/0/c' path; a restore without target turns int keys into strings,
+  so paths are compared as text."""
   leaves = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, "shape") or x is None)[0]
-  out = {}
-  for path, leaf in leaves:
-    if leaf is None:
-      continue
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-    out[name] = tuple(leaf.shape)
-  return out
+  return {_path_name(path): leaf for path, leaf in leaves if leaf is not None}
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {name: tuple(leaf.shape) for name, leaf in _leaves_by_path(tree).items()}
 
 
 class Checkpointer:
@@ -78,3 +83,38 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict) -> dict:
+  """Weights of the top-level groups ``parts`` from another run's latest checkpoint.
+
+  Returns ``target`` (the {"params", "stats", ...} state) with those groups replaced; shapes must
+  match, e.g. a stage-1 backbone reused for classifier re-training.
+  """
+  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"init.from_workdir={str(workdir)!r} holds no checkpoint under "
+                            f"{directory}; run the first stage there first.")
+  saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  manager.close()
+  out = {**target, "params": dict(target["params"]), "stats": dict(target["stats"])}
+  for kind in ("params", "stats"):
+    for part in parts:
+      if part not in target[kind]:
+        continue
+      if part not in saved[kind]:
+        raise ValueError(f"init.parts names {part!r} but the checkpoint in {directory} has no "
+                         f"such {kind} group (it has {sorted(saved[kind])}).")
+      ours, theirs = _shapes_by_path(target[kind][part]), _shapes_by_path(saved[kind][part])
+      if ours != theirs:
+        bad = sorted(set(ours.items()) ^ set(theirs.items()))[0][0]
+        raise ValueError(f"{kind}/{part}/{bad} has shape {theirs.get(bad)} in {directory} but "
+                         f"{ours.get(bad)} here; the first stage used another model.")
+      loaded = _leaves_by_path(saved[kind][part])
+      out[kind][part] = jax.tree_util.tree_map_with_path(
+          lambda path, mine: jax.device_put(np.asarray(loaded[_path_name(path)], mine.dtype),
+                                            mine.sharding), target[kind][part])
+  return out

@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
       n_max=0,  # images of the head class; 0: the dataset's default
       split_seed=0,  # which examples form the long-tailed subset (fixed across model seeds)
       augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter"
+      sampler="instance",  # "instance" | "class_balanced" (decoupled classifier re-training)
       image_size=0,  # 0: the dataset's default (as stored; 224 for ImageNet-style sets)
       data_dir="", train_split="train", eval_split="test",
       val_split="",  # TFDS split for best-on-val model selection; "" for none
@@ -75,6 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
       name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
       step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0))
+
+  # Decoupled second stage: start from another run's weights, optionally with the backbone frozen.
+  c.init = ml_collections.ConfigDict(dict(
+      from_workdir="",  # a bf_jax workdir whose latest checkpoint provides the initial weights
+      parts=("backbone",),  # top-level parameter groups taken from it
+      freeze_backbone=False))  # backbone fixed: no gradient, BatchNorm on running statistics
 
   c.loss = ml_collections.ConfigDict(dict(
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"

@@ -8,6 +8,7 @@ from bf_jax.batchformer import MODES
 from bf_jax.data import DATASETS
 from bf_jax.data.augment import AUGMENTATIONS
 from bf_jax.data.long_tail import PROFILES
+from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.losses import LOSSES
 from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.optim import OPTIMIZERS, SCHEDULES
@@ -61,6 +62,7 @@ def validate(cfg) -> None:
   _int(cfg, "data.n_max", 0)
   _choice(cfg, "data.augment", AUGMENTATIONS)
   _int(cfg, "data.image_size", 0)
+  _choice(cfg, "data.sampler", SAMPLERS)
   _choice(cfg, "model.name", BACKBONES)
   _int(cfg, "model.width", 1)
   _int(cfg, "model.depth", 1)

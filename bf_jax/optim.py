@@ -44,16 +44,23 @@ def _base(optim_cfg, schedule: optax.Schedule, weight_decay: float) -> optax.Gra
   raise ValueError(f"optim.name={optim_cfg.name!r} is unknown; choose one of {OPTIMIZERS}.")
 
 
-def build_optimizer(optim_cfg, bf_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
-                                                                    optax.Schedule]:
-  """(optimizer over the params dict, the base schedule for logging)."""
+def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...] = ()
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer over the params dict, the base schedule for logging).
+
+  Top-level groups named in ``frozen`` get no update at all (not even weight decay).
+  """
   schedule = build_schedule(optim_cfg, total_steps)
   bf_schedule = build_schedule(optim_cfg, total_steps, bf_cfg.lr_mult)
   txs = {"default": _base(optim_cfg, schedule, optim_cfg.weight_decay),
-         "bf": _base(optim_cfg, bf_schedule, optim_cfg.weight_decay * bf_cfg.wd_mult)}
+         "bf": _base(optim_cfg, bf_schedule, optim_cfg.weight_decay * bf_cfg.wd_mult),
+         "frozen": optax.set_to_zero()}
+
+  def label(k: str) -> str:
+    return "frozen" if k in frozen else "bf" if k == "bf" else "default"
 
   def labels(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: _fill(v, "bf" if k == "bf" else "default") for k, v in params.items()}
+    return {k: _fill(v, label(k)) for k, v in params.items()}
 
   tx = optax.multi_transform(txs, labels)
   if optim_cfg.grad_clip:

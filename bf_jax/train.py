@@ -93,7 +93,8 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
   """Steps from start_step to the end (or a preemption); returns the state and last eval."""
   batches = pipeline.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count())
+      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count(),
+      sampler=config.data.sampler, labels=dataset.train_labels)
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
   window, window_start = [], start_step
   step, selected = start_step, None
@@ -152,9 +153,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   # ---------------------------------------------------------------- model, optimizer, steps
   local_batch = config.batch_size // mesh.devices.size
   model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
-                      local_batch, config.seed)
+                      local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
   graphdef, params, stats, other = steps.split_model(model)
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
+  frozen = ("backbone",) if config.init.freeze_backbone else ()
+  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
   train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, config.seed)
@@ -169,6 +171,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   if start_step:
     state = ckpt.restore(start_step, state)
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
+  elif config.init.from_workdir:  # a second stage starts from the first stage's weights
+    state = checkpointing.load_parts(config.init.from_workdir, tuple(config.init.parts), state)
+    log.info("initialized %s from %s", list(config.init.parts), config.init.from_workdir)
   writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
 
   # ---------------------------------------------------------------- train loop

@@ -31,7 +31,7 @@ def test_config_loads_with_each_documented_arg(path: pathlib.Path):
     config_check.validate(config)
     # Same schema everywhere: tools and sweeps rely on these fields.
     assert set(config.keys()) == set(base_config().keys()), (path.stem, arg)
-    for group in ("bf", "data", "model", "optim", "loss", "ckpt"):
+    for group in ("bf", "data", "model", "optim", "loss", "ckpt", "init"):
       assert set(config[group].keys()) == set(base_config()[group].keys()), (path.stem, group)
   with pytest.raises(ValueError, match="unknown"):
     module.get_config("no_such_arg=1")

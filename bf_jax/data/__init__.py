@@ -55,6 +55,7 @@ class Data:
   preprocess: Preprocess
   image_shape: tuple[int, ...]
   val_source: object | None = None  # model selection, where the protocol has a val set
+  train_labels: np.ndarray | None = None  # labels of train_indices, in order
 
 
 def _from_lists(info: DatasetInfo, data_cfg):
@@ -112,4 +113,5 @@ def load(data_cfg) -> Data:
   image_shape = preprocess(train[int(indices[0])], None).shape
   if image_size:
     image_shape = (image_size, image_size, image_shape[-1])
-  return Data(train, indices, test, info.num_classes, counts, preprocess, image_shape, val)
+  return Data(train, indices, test, info.num_classes, counts, preprocess, image_shape, val,
+              labels[indices])

@@ -60,10 +60,38 @@ def _check_label(label: int, num_classes: int, where: str) -> int:
   return label
 
 
+SAMPLERS = ("instance", "class_balanced")
+
+
+def _index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarray | None):
+  """Endless MapDataset of dataset indices: shuffled epochs, or class-balanced draws.
+
+  Class-balanced (the decoupled classifier-retraining stage): every draw picks a class uniformly,
+  then one of its images, seeded by the draw's position in the stream.
+  """
+  if sampler == "instance":
+    return grain.MapDataset.range(len(indices)).shuffle(seed=seed).repeat().map(
+        lambda i: indices[i])
+  if sampler != "class_balanced":
+    raise ValueError(f"data.sampler={sampler!r} is unknown; choose one of {SAMPLERS}.")
+  by_class = [indices[labels == c] for c in np.unique(labels)]
+
+  def draw(position: int, _) -> np.int64:
+    rng = np.random.default_rng([seed, 1, position])
+    members = by_class[rng.integers(len(by_class))]
+    return members[rng.integers(len(members))]
+
+  return grain.MapDataset.range(len(indices)).repeat().map_with_index(draw)
+
+
 def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
                   num_classes: int, seed: int, start_step: int, process_index: int,
-                  process_count: int, num_threads: int = 4) -> Iterator[Batch]:
-  """Endless iterator of this process's part of each global training batch, from start_step."""
+                  process_count: int, num_threads: int = 4, sampler: str = "instance",
+                  labels: np.ndarray | None = None) -> Iterator[Batch]:
+  """Endless iterator of this process's part of each global training batch, from start_step.
+
+  ``labels`` (aligned with ``indices``) are needed by the class-balanced sampler only.
+  """
   local = batch_size // process_count
   lo = process_index * local
 
@@ -77,8 +105,7 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
                                  f"training example {int(global_idx[pos])}"))
     return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
-  ds = (grain.MapDataset.range(len(indices)).shuffle(seed=seed).repeat()
-        .map(lambda i: indices[i]).batch(batch_size).map_with_index(load))
+  ds = _index_stream(indices, seed, sampler, labels).batch(batch_size).map_with_index(load)
   ds = ds[start_step:]
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                    prefetch_buffer_size=2 * num_threads)))

@@ -20,8 +20,9 @@ class Classifier(nnx.Module):
   """``train_logits`` runs the two-stream training path; ``eval_logits`` never touches ``bf``."""
 
   def __init__(self, backbone: nnx.Module, head: nnx.Module, bf: BatchFormer | None,
-               bf_mode: str):
+               bf_mode: str, freeze_backbone: bool = False):
     self.backbone = backbone
+    self.freeze_backbone = freeze_backbone
     self.bf = bf
     self.bf_mode = bf_mode
     self.head = head
@@ -29,7 +30,10 @@ class Classifier(nnx.Module):
   def train_logits(self, images: jax.Array, labels_B: jax.Array,
                    key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Logits and labels of the training batch: 2B rows in 'shared' mode, B otherwise."""
-    feats_BxC = self.backbone(images, train=True)
+    if self.freeze_backbone:  # classifier re-training: fixed features, running BN statistics
+      feats_BxC = jax.lax.stop_gradient(self.backbone(images, train=False))
+    else:
+      feats_BxC = self.backbone(images, train=True)
     if self.bf is None:
       return self.head(feats_BxC), labels_B
     feats, labels = two_stream(feats_BxC, labels_B, self.bf, self.bf_mode, rngs=key)
@@ -71,7 +75,8 @@ def build_batchformer(bf_cfg, dim: int, local_batch: int, rngs: nnx.Rngs,
 
 
 def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...],
-                local_batch: int, seed: int, axis_name: str = "data") -> nnx.Module:
+                local_batch: int, seed: int, axis_name: str = "data",
+                freeze_backbone: bool = False) -> nnx.Module:
   """The classifier a config describes; parameters depend only on the config and seed.
 
   ``model.experts > 0`` builds RIDE on the ResNet ``model.name`` (cosine heads, one shared
@@ -79,6 +84,9 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   """
   rngs = nnx.Rngs(seed)
   if model_cfg.experts:
+    if freeze_backbone:
+      raise ValueError("init.freeze_backbone is for the single-head classifier, not RIDE "
+                       "(model.experts > 0).")
     if model_cfg.name not in ARCHS:
       raise ValueError(f"model.experts={model_cfg.experts} (RIDE) needs a ResNet model.name, "
                        f"one of {tuple(ARCHS)}; got {model_cfg.name!r}.")
@@ -90,4 +98,4 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   backbone = build_backbone(model_cfg, image_shape, rngs, axis_name)
   bf = build_batchformer(bf_cfg, backbone.feat_dim, local_batch, rngs, axis_name)
   head = build_head(model_cfg, backbone.feat_dim, num_classes, rngs)
-  return Classifier(backbone, head, bf, bf_cfg.mode)
+  return Classifier(backbone, head, bf, bf_cfg.mode, freeze_backbone)
