@@ -26,8 +26,10 @@ def test_digits_smoke_trains_logs_and_plots(tmp_path):
   assert ocp.CheckpointManager(tmp_path / "checkpoints").latest_step() == config.total_steps
 
 
-def test_mock_cifar100_tiny_cnn(tmp_path):
-  config = load_config("cifar_lt", "dataset=cifar100,imbalance=1,smoke")
+@pytest.mark.parametrize("dataset", ["cifar100", "cifar10"])
+def test_mock_cifar_tiny_cnn(tmp_path, dataset):
+  config = load_config("cifar_lt", f"dataset={dataset},imbalance=1,smoke")
+  config.data.n_max, config.data.imbalance = 0, 1.0  # the mocked split as it is
   config.total_steps, config.log_every_steps = 12, 3
   with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
     result = train.train_and_evaluate(config, tmp_path)
