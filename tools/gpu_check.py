@@ -7,6 +7,8 @@
 2. BatchFormer V1 train step (forward + backward, dropout on) at C=2048, 4 heads, for a few
    batch sizes, fp32 and bf16; beside PyTorch's nn.TransformerEncoderLayer when torch imports.
 3. The digits demo config end to end on the accelerator (baseline and +BatchFormer, one seed).
+4. (--parts resnet) the ImageNet-LT ResNet-50 train step at batch 256, 224x224, bf16 and fp32,
+   with and without BatchFormer: step time and images/s on synthetic data.
 """
 
 import argparse
@@ -94,6 +96,45 @@ def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
   return rows
 
 
+def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
+  """ResNet-50 + Balanced Softmax train step (the ImageNet-LT config), with/without BatchFormer."""
+  import importlib.util
+  from bf_jax import losses, optim, sharding, steps
+  from bf_jax.models.classifier import build_model
+  spec = importlib.util.spec_from_file_location(
+      "cfg", ROOT / "configs" / "imagenet_lt_balanced_softmax_r50.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rows = []
+  for dtype in ("bfloat16", "float32"):
+    for bf in ("off", "on"):
+      cfg = module.get_config(f"bf={bf}")
+      cfg.model.dtype = dtype
+      mesh = sharding.make_mesh()
+      model = build_model(cfg.model, cfg.bf, 1000, (image_size, image_size, 3), batch, 0)
+      graphdef, params, stats, other = steps.split_model(model)
+      tx, _ = optim.build_optimizer(cfg.optim, cfg.bf, 1000)
+      loss_fn = losses.build_loss(cfg.loss, np.ones(1000))
+      state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
+                                 mesh)
+      step_fn = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, 0)
+      rng = np.random.default_rng(0)
+      data = sharding.put_batch({
+          "image": rng.standard_normal((batch, image_size, image_size, 3), np.float32),
+          "label": rng.integers(0, 1000, batch).astype(np.int32)}, mesh)
+      box = {"state": state}
+
+      def run():
+        box["state"], m = step_fn(box["state"], data, np.int32(0))
+        jax.block_until_ready(m["loss"])
+
+      ms = _median_ms(run, reps=15)
+      rows.append({"model": "resnet50", "dtype": dtype, "bf": bf, "batch": batch, "ms": ms,
+                   "images_per_s": batch / ms * 1e3})
+      del box, state, data
+  return rows
+
+
 def demo_runs(workdir: pathlib.Path) -> list[dict]:
   import importlib.util
   from bf_jax import train
@@ -111,12 +152,17 @@ def demo_runs(workdir: pathlib.Path) -> list[dict]:
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--out", default="gpu_check_out")
-  out = pathlib.Path(parser.parse_args().out)
+  parser.add_argument("--parts", nargs="+", default=["parity", "layer_timing", "demo"],
+                      help="any of: parity layer_timing demo resnet")
+  args = parser.parse_args()
+  out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
   print(report, flush=True)
-  for name, fn in (("parity", parity), ("layer_timing", layer_timing),
-                   ("demo", lambda: demo_runs(out / "runs"))):
+  parts = {"parity": parity, "layer_timing": layer_timing, "resnet": resnet_step_timing,
+           "demo": lambda: demo_runs(out / "runs")}
+  for name in args.parts:
+    fn = parts[name]
     t = time.perf_counter()
     try:
       report[name] = fn()
