@@ -90,3 +90,11 @@ def base_config() -> ml_collections.ConfigDict:
       drw_beta=0.9999, drw_start_step=-1,  # LDAM deferred re-weighting; -1: never
       diversity_factor=-0.2, diversity_temperature=1.0))  # RIDE's expert diversity term
   return c
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict, image_size: int = 0) -> None:
+  """A config's `smoke` variant: the same code paths for 2 steps on tiny batches."""
+  c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
+  c.eval_every_steps, c.ckpt.every_steps, c.optim.warmup_steps = 0, 0, 0
+  if image_size:
+    c.data.image_size = image_size

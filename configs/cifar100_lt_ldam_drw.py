@@ -11,7 +11,7 @@ Paper: no LDAM-DRW code or CIFAR row in the released repository. No result measu
 Args: bf=on|off, imbalance=F, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0)
@@ -35,7 +35,6 @@ def get_config(arg: str | None = None):
                  warmup_steps=int(5 * STEPS_PER_EPOCH))
   if arg.smoke:
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
-    c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
-    c.eval_every_steps, c.ckpt.every_steps, c.optim.warmup_steps = 0, 0, 0
+    shrink_for_smoke(c)
     c.loss.drw_start_step = 1  # exercise the switch
   return c

@@ -12,7 +12,7 @@ Paper: no CIFAR-100-LT RIDE + BatchFormer number in the released README. No resu
 Args: bf=on|off, mode=shared|bf_only, imbalance=F, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="shared", imbalance=100.0, smoke=False, seed=0)
@@ -35,6 +35,5 @@ def get_config(arg: str | None = None):
                  warmup_steps=int(5 * STEPS_PER_EPOCH))
   if arg.smoke:
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
-    c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
-    c.eval_every_steps, c.ckpt.every_steps, c.optim.warmup_steps = 0, 0, 0
+    shrink_for_smoke(c)
   return c

@@ -16,7 +16,7 @@ has no Balanced Softmax ImageNet-LT row (its ImageNet-LT rows are RIDE and PaCo)
 Args: bf=on|off, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0)
@@ -37,7 +37,5 @@ def get_config(arg: str | None = None):
   c.optim.update(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                  warmup_steps=0)
   if arg.smoke:
-    c.data.image_size = 32
-    c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
-    c.eval_every_steps, c.ckpt.every_steps = 0, 0
+    shrink_for_smoke(c, image_size=32)
   return c

@@ -12,7 +12,7 @@ RIDE + BatchFormer 74.1 / 65.5 / 74.5 / 75.8. Not run with this config yet.
 Args: bf=on|off, mode=bf_only|shared, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0)
@@ -35,7 +35,5 @@ def get_config(arg: str | None = None):
                  step_fractions=(0.6, 0.8), step_factor=0.1,
                  warmup_steps=int(5 * STEPS_PER_EPOCH))
   if arg.smoke:
-    c.data.image_size = 32
-    c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
-    c.eval_every_steps, c.ckpt.every_steps, c.optim.warmup_steps = 0, 0, 0
+    shrink_for_smoke(c, image_size=32)
   return c

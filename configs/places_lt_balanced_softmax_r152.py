@@ -19,7 +19,7 @@ Paper: the released README has no Places-LT row. Not run with this config yet.
 Args: bf=on|off, stage=1|2, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, stage=2, smoke=False, seed=0)
@@ -45,7 +45,5 @@ def get_config(arg: str | None = None):
     c.init.update(freeze_backbone=True, parts=("backbone",))
     c.data.sampler = "class_balanced"
   if arg.smoke:
-    c.data.image_size = 32
-    c.batch_size, c.eval_batch_size, c.total_steps, c.log_every_steps = 16, 16, 2, 1
-    c.eval_every_steps, c.ckpt.every_steps = 0, 0
+    shrink_for_smoke(c, image_size=32)
   return c
