@@ -7,12 +7,18 @@ statistics, optimizer state and the step. RNG keys and the data position are fun
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+log = logging.getLogger("bf_jax")
 
 
 def _path_name(path) -> str:
@@ -31,20 +37,37 @@ def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
   return {name: tuple(leaf.shape) for name, leaf in _leaves_by_path(tree).items()}
 
 
+class IncompatibleCheckpoint(ValueError):
+  """A readable checkpoint whose arrays do not fit this run (written by another config)."""
+
+
 class Checkpointer:
-  """Saves every ``every_steps`` steps (and when forced), keeps the newest ``keep``."""
+  """Saves when the loop says so (every ``every_steps``, at the end, on preemption), keeps ``keep``.
+
+  Restoring falls back past unreadable checkpoints to the newest readable one; the unreadable
+  ones are moved to ``checkpoints_unreadable/`` (nothing is deleted), so Orbax's keep-N
+  garbage collection never counts them and never removes the only good checkpoint.
+  """
 
   def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=max(every_steps, 1), create=True,
-        enable_async_checkpointing=True)
+    self.directory = _absolute(workdir) / "checkpoints"
     self.every_steps = every_steps
-    # Handlers named up front, so a fresh manager can read an old checkpoint's metadata.
-    self.manager = ocp.CheckpointManager(
+    self._keep = keep
+    self.manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    # The loop decides when to save (save(force=True)): Orbax's own policy would also save the
+    # first step. Handlers are named up front so a fresh manager can read old metadata.
+    options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
+
+  def due(self, step: int, final: bool = False) -> bool:
+    """Whether the loop saves after ``step``: every ``every_steps`` steps and at the end."""
+    return final or (self.every_steps > 0 and step % self.every_steps == 0)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -58,7 +81,7 @@ class Checkpointer:
       diff = sorted(set(ours.items()) ^ set(theirs.items()))
       if diff:
         name = diff[0][0]
-        raise ValueError(
+        raise IncompatibleCheckpoint(
             f"The checkpoint at {self.directory}/{step} was written by another config: "
             f"{name} is {theirs.get(name, 'absent')} there but {ours.get(name, 'absent')} here "
             f"({len(diff)} differences). Use a fresh --workdir, or the config that wrote it.")
@@ -71,18 +94,68 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
 
-  def save(self, step: int, state: dict, force: bool = False) -> bool:
-    if self.every_steps <= 0 and not force:
-      return False
+  def restore_latest(self, target: dict) -> tuple[int, dict]:
+    """(step, state) of the newest readable checkpoint, or (0, target) when there is none.
+
+    A checkpoint from another config is refused (IncompatibleCheckpoint), never skipped.
+    """
+    unreadable: list[tuple[int, str]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state = self.restore(step, target)
+      except IncompatibleCheckpoint:
+        raise
+      except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds for bad bytes
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        log.warning("checkpoint step %d in %s is unreadable (%s); trying an older one.",
+                    step, self.directory, reason)
+        unreadable.append((step, reason))
+        continue
+      if unreadable:
+        self._set_aside([s for s, _ in unreadable])
+        log.warning("resuming from step %d, the newest readable checkpoint; unreadable steps %s "
+                    "were moved to %s.", step, [s for s, _ in unreadable], self._aside_dir())
+      return step, state
+    if unreadable:
+      raise RuntimeError(
+          f"No readable checkpoint in {self.directory}: steps {[s for s, _ in unreadable]} all "
+          f"failed to restore (newest: {unreadable[0][1]}). Nothing was deleted. To start over, "
+          f"move that directory away or use a fresh --workdir.")
+    return 0, target
+
+  def _aside_dir(self):
+    return self.directory.parent / "checkpoints_unreadable"
+
+  def _set_aside(self, steps: list[int]) -> None:
+    self.manager.close()
+    if jax.process_index() == 0:
+      aside = self._aside_dir()
+      aside.mkdir(parents=True, exist_ok=True)
+      stamp = time.strftime("%Y%m%d-%H%M%S")
+      for step in steps:
+        (self.directory / str(step)).rename(aside / f"{step}-{stamp}")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("bf_jax checkpoints set aside")
+    self.manager = self._open()
+
+  def save(self, step: int, state: dict) -> bool:
+    """Starts an async save of ``state`` as ``step`` (the loop checked it is finite)."""
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"step": step})), force=force)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"step": step})), force=True)
 
   def reached_preemption(self, step: int) -> bool:
+    """True on the step all processes agreed to save at after a SIGTERM (multi-process)."""
     return self.manager.reached_preemption(step)
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _absolute(workdir: str | pathlib.Path) -> epath.Path:
+  """gs:// paths as they are; local ones absolute (Orbax requires it)."""
+  path = epath.Path(workdir)
+  return path if "://" in str(workdir) else epath.Path(pathlib.Path(workdir).absolute())
 
 
 def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict) -> dict:
@@ -91,7 +164,7 @@ def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict
   Returns ``target`` (the {"params", "stats", ...} state) with those groups replaced; shapes must
   match, e.g. a stage-1 backbone reused for classifier re-training.
   """
-  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  directory = _absolute(workdir) / "checkpoints"
   manager = ocp.CheckpointManager(directory, item_handlers={
       "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step()

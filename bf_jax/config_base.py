@@ -75,7 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
-      step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0))
+      step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0,
+      skip_nonfinite=0))  # 0: a NaN/Inf loss stops the run; N: skip such steps, stop after N in a row
 
   # Decoupled second stage: start from another run's weights, optionally with the backbone frozen.
   c.init = ml_collections.ConfigDict(dict(

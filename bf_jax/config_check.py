@@ -81,6 +81,7 @@ def validate(cfg) -> None:
     _fail("optim.warmup_steps", cfg.optim.warmup_steps,
           f"must be below total_steps={cfg.total_steps}")
   _num(cfg, "optim.grad_clip", 0.0)
+  _int(cfg, "optim.skip_nonfinite", 0)
   _choice(cfg, "loss.name", LOSSES)
   _num(cfg, "loss.tau", 0.0)
   _num(cfg, "loss.ldam_max_margin", 0.0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 
 import numpy as np
+from etils import epath
 
 
 def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | pathlib.Path,
@@ -31,5 +33,7 @@ def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | p
   ax.grid(alpha=0.3, which="both")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
+  png = io.BytesIO()  # via bytes, so a gs:// path works too
+  fig.savefig(png, format="png")
   plt.close(fig)
+  epath.Path(path).write_bytes(png.getvalue())

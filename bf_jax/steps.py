@@ -26,10 +26,13 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
 
 
 def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTransformation,
-                    loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int) -> Callable:
+                    loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int,
+                    skip_nonfinite: bool = False) -> Callable:
   """(state, batch, step) -> (state, metrics); the loss is normalized by the global row count.
 
   The dropout key is fold_in(key(seed), step): a resumed run draws what it would have drawn.
+  ``skip_nonfinite``: a step whose loss or gradient is NaN/Inf returns the state it was given
+  (parameters, BatchNorm statistics, optimizer state) and reports ``skipped`` = 1.
   """
   base_key = jax.random.key(seed)
 
@@ -62,7 +65,12 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, "train_acc": acc, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(params)}
-    return {"params": params, "stats": stats, "opt_state": opt_state}, metrics
+    new_state = {"params": params, "stats": stats, "opt_state": opt_state}
+    if skip_nonfinite:
+      ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+      metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
+    return new_state, metrics
 
   return jax.jit(step, donate_argnums=(0,))
 

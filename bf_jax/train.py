@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 
 from bf_jax import checkpointing, config_check, data, losses, metrics, optim, plots, sharding
 from bf_jax import steps, writers
@@ -20,13 +21,20 @@ log = logging.getLogger("bf_jax")
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks at step boundaries."""
+  """Turns SIGTERM into a flag the loop checks at step boundaries (single-process runs).
+
+  With several processes SIGTERM is left to JAX's preemption notifier: it tells the coordinator,
+  and Orbax's ``reached_preemption`` then names one step at which every process saves. Our own
+  handler would replace the notifier's and let one process stop alone while the rest hang.
+  """
 
   def __init__(self):
     self.requested = False
     self._old = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      return self
     try:
       self._old = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: rely on Orbax's preemption check alone
@@ -78,13 +86,49 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
   return current if selected is None or current["val_acc"] > selected["val_acc"] else selected
 
 
-def _check_finite(window: list[dict], first_step: int) -> None:
-  losses_ = [float(m["loss"]) for m in window]
-  bad = [first_step + i for i, v in enumerate(losses_) if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(f"loss became {losses_[bad[0] - first_step]} at step {bad[0]}; "
-                             f"lower optim.lr, set optim.grad_clip, or check the data. The last "
-                             f"checkpoint before it is kept in the workdir.")
+class _FiniteGuard:
+  """Checks each step's loss on the host before anything is saved or logged.
+
+  ``max_skips`` 0: the first non-finite loss stops the run, so no checkpoint ever holds the state
+  after it. ``max_skips`` N: the step already left the state unchanged (``skipped``); the run
+  stops only after N such steps in a row.
+  """
+
+  def __init__(self, max_skips: int, ckpt: checkpointing.Checkpointer):
+    self.max_skips, self.ckpt, self.in_a_row = max_skips, ckpt, 0
+
+  def check(self, window: list[dict], first_step: int) -> None:
+    for i, m in enumerate(window):
+      loss, step = float(m["loss"]), first_step + i
+      if self.max_skips and float(m["skipped"]):
+        self.in_a_row += 1
+        log.warning("step %d: loss %s, skipped (parameters unchanged; %d in a row).",
+                    step, loss, self.in_a_row)
+        if self.in_a_row > self.max_skips:
+          self._stop(loss, step, f"after {self.in_a_row} skipped steps in a row "
+                                 f"(optim.skip_nonfinite={self.max_skips})")
+      elif not np.isfinite(loss):
+        self._stop(loss, step, "")
+      else:
+        self.in_a_row = 0
+
+  def _stop(self, loss: float, step: int, why: str) -> None:
+    kept = self.ckpt.latest_step()
+    kept = (f"the newest checkpoint, step {kept}, saved before it, is kept in "
+            f"{self.ckpt.directory}" if kept is not None else "no checkpoint was saved before it")
+    raise FloatingPointError(
+        f"loss became {loss} at step {step}{' ' + why if why else ''}; {kept}. Lower optim.lr, "
+        f"set optim.grad_clip, check the data, or set optim.skip_nonfinite=N to skip up to N "
+        f"such steps in a row.")
+
+
+def _window_scalars(window: list[dict]) -> dict[str, float]:
+  """Means over the window's steps, leaving out skipped ones."""
+  kept = [m for m in window if not float(m.get("skipped", 0.0))] or window
+  scalars = {k: float(np.mean([m[k] for m in kept])) for k in window[0] if k != "skipped"}
+  if "skipped" in window[0]:
+    scalars["skipped"] = float(np.sum([m["skipped"] for m in window]))
+  return scalars
 
 
 def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
@@ -96,7 +140,8 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
       dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count(),
       sampler=config.data.sampler, labels=dataset.train_labels)
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
-  window, window_start = [], start_step
+  guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
+  window, checked = [], 0  # this log window's step metrics; how many the guard has seen
   step, selected = start_step, None
   with _Preemption() as preemption:
     while step < config.total_steps:
@@ -104,20 +149,25 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
       state, step_metrics = train_step(state, batch, np.int32(step))
       window.append(step_metrics)
       step += 1
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        window = jax.device_get(window)
-        _check_finite(window, window_start)
-        scalars = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+      final = step == config.total_steps
+      # Every process asks every step: agreeing on the step to save is a collective.
+      preempted = ckpt.reached_preemption(step) or preemption.requested or step == stop_at
+      save = ckpt.due(step, final) or preempted
+      if save or step % config.log_every_steps == 0 or final:
+        window = jax.device_get(window)  # waits for the step; only at log and save steps
+        guard.check(window[checked:], step - len(window) + checked)
+        checked = len(window)
+      if step % config.log_every_steps == 0 or final:
+        scalars = _window_scalars(window)
         scalars["lr"] = float(schedule(step - 1))
         log.info(progress.line(step, scalars))
         writer.write(step, scalars, prefix="train/")
-        window, window_start = [], step
-      if (config.eval_every_steps and step % config.eval_every_steps == 0) \
-          or step == config.total_steps:
+        window, checked = [], 0
+      if (config.eval_every_steps and step % config.eval_every_steps == 0) or final:
         selected = _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
-      ckpt.save(step, state, force=step == config.total_steps)
-      if preemption.requested or ckpt.reached_preemption(step) or step == stop_at:
-        ckpt.save(step, state, force=True)
+      if save:
+        ckpt.save(step, state)
+      if preempted and not final:
         log.warning("preempted: saved step %d; rerun the same command to resume.", step)
         break
   if step == config.total_steps and selected is None:  # resumed a finished run
@@ -135,7 +185,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   """
   # ---------------------------------------------------------------- config, mesh, data
   config_check.validate(config)
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   mesh = sharding.make_mesh(devices)
   sharding.check_batch("batch_size", config.batch_size, mesh)
   sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
@@ -159,7 +209,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
-  train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, config.seed)
+  train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, config.seed,
+                                     skip_nonfinite=config.optim.skip_nonfinite > 0)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
@@ -167,9 +218,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)
-  start_step = ckpt.latest_step() or 0
+  start_step, state = ckpt.restore_latest(state)
   if start_step:
-    state = ckpt.restore(start_step, state)
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
   elif config.init.from_workdir:  # a second stage starts from the first stage's weights
     state = checkpointing.load_parts(config.init.from_workdir, tuple(config.init.parts), state)

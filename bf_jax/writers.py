@@ -1,6 +1,9 @@
 """Run logs in the workdir (process 0 only): config.json, metrics.jsonl, TensorBoard events.
 
-TensorBoard files are written with tensorboardX, so TensorFlow is never needed.
+TensorBoard files are written with tensorboardX, so TensorFlow is never needed. A gs:// workdir
+works through etils.epath (with gcsfs) and tensorboardX (with google-cloud-storage): install
+``bf_jax[gcs]``. Cloud Storage objects cannot be appended to, so there metrics.jsonl is rewritten
+whole at each write (once per log window).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Any
 
 import jax
+from etils import epath
 
 
 class MetricWriter:
@@ -20,13 +24,18 @@ class MetricWriter:
 
   def __init__(self, workdir: str | pathlib.Path, config_json: str):
     self.active = jax.process_index() == 0
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = epath.Path(workdir)
     self._tb = None
     if not self.active:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
     (self.workdir / "config.json").write_text(config_json)
-    self._jsonl = open(self.workdir / "metrics.jsonl", "a")
+    self._remote = "://" in str(workdir)
+    jsonl = self.workdir / "metrics.jsonl"
+    if self._remote:
+      self._lines = jsonl.read_text().splitlines(keepends=True) if jsonl.exists() else []
+    else:
+      self._jsonl = open(jsonl, "a")
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(str(self.workdir / "tb"))
 
@@ -34,14 +43,20 @@ class MetricWriter:
     if not self.active:
       return
     values = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": step, "time": time.time(), **values}) + "\n"
+    if self._remote:
+      self._lines.append(line)
+      (self.workdir / "metrics.jsonl").write_text("".join(self._lines))
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
     for k, v in values.items():
       self._tb.add_scalar(k, v, step)
 
   def close(self) -> None:
     if self.active:
-      self._jsonl.close()
+      if not self._remote:
+        self._jsonl.close()
       self._tb.close()
 
 
