@@ -4,6 +4,7 @@ This file is intentionally tiny; the loop is bf_jax.train.train_and_evaluate, wh
 """
 
 import logging
+import socket
 
 import jax
 from absl import app, flags
@@ -21,9 +22,37 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process ru
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _check_coordinator_flags() -> None:
+  """Loud checks before jax.distributed, whose own failures are a hang or a gRPC abort."""
+  address, n, i = FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise SystemExit(f"error: --coordinator_address={address!r} must be host:port, e.g. "
+                     f"10.0.0.2:8476 (process 0's address).")
+  if n is None or i is None or not 0 <= i < n:
+    raise SystemExit(f"error: --num_processes={n} --process_id={i}: with --coordinator_address "
+                     f"give both, with 0 <= process_id < num_processes.")
+  if i == 0:  # process 0 serves the coordinator on that port
+    with socket.socket() as s:
+      try:
+        s.bind(("", int(port)))
+      except OSError as e:
+        raise SystemExit(
+            f"error: --coordinator_address={address}: port {port} cannot be opened on this "
+            f"machine ({e.strerror}); another run's coordinator may hold it. Pick a free port "
+            f"for all processes, e.g. --coordinator_address={host}:{_free_port()}.") from None
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("", 0))
+    return s.getsockname()[1]
+
+
 def _init_distributed() -> None:
   """Explicit flags win; otherwise auto-detect a TPU/Slurm cluster, else run single-process."""
   if FLAGS.coordinator_address is not None:
+    _check_coordinator_flags()
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     return
   try:

@@ -1,4 +1,10 @@
-"""Bad input stops with a clear error naming the value and the fix."""
+"""The catalogue of bad input: each stops with a clear error naming the value and the fix, before
+anything in the workdir changes."""
+
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,7 +12,8 @@ import pytest
 from bf_jax import train
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
-from helpers import load_config
+from bf_jax.data.split_files import read_split_file
+from helpers import ROOT, load_config
 
 
 def _smoke():
@@ -24,6 +31,12 @@ def _smoke():
     ("total_steps", 0, r"total_steps=0 must be an integer >= 1"),
     ("model.name", "vgg", r"model\.name='vgg' must be one of"),
     ("data.num_classes", 100, r"data\.num_classes=100 but digits has 10 classes"),
+    ("ckpt.keep", 0, r"ckpt\.keep=0 must be an integer >= 1"),
+    ("eval_batch_size", 0, r"eval_batch_size=0 must be an integer >= 1"),
+    ("bf.dropout", 1.5, r"bf\.dropout=1\.5 must be a number >= 0\.0 and <= 1\.0"),
+    ("data.imbalance", 0.5, r"data\.imbalance=0\.5 must be a number >= 1\.0"),
+    ("optim.warmup_steps", 30, r"optim\.warmup_steps=30 must be below total_steps=30"),
+    ("optim.skip_nonfinite", -1, r"optim\.skip_nonfinite=-1 must be an integer >= 0"),
 ])
 def test_bad_config_values(tmp_path, field, value, match):
   config = _smoke()
@@ -32,6 +45,31 @@ def test_bad_config_values(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
     train.train_and_evaluate(config, tmp_path)
   assert not (tmp_path / "checkpoints").exists()  # failed before touching the workdir
+
+
+def _listing(root):
+  return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in root.rglob("*") if p.is_file())
+
+
+def test_bad_config_on_an_existing_run_changes_nothing(tmp_path):
+  config = _smoke()
+  config.total_steps, config.eval_every_steps, config.optim.warmup_steps = 2, 0, 0
+  train.train_and_evaluate(config, tmp_path)
+  before = _listing(tmp_path)
+  config.optim.lr = -1.0
+  with pytest.raises(ValueError, match=r"optim\.lr=-1\.0"):
+    train.train_and_evaluate(config, tmp_path)
+  assert _listing(tmp_path) == before
+
+
+def test_wrong_types_are_refused():
+  config = _smoke()
+  with pytest.raises(TypeError, match="Could not override field 'batch_size'"):
+    config.batch_size = "64"  # ml_collections keeps each field's type
+  config.optim.lr = 1  # an int where a float is expected is fine
+  with pytest.raises(TypeError):
+    config.bf.enabled = "yes"
 
 
 def test_batch_larger_than_training_set(tmp_path):
@@ -70,3 +108,55 @@ def test_missing_tfds_dataset_names_the_preparation_command(tmp_path):
   config.data.data_dir = str(tmp_path / "no_data_here")
   with pytest.raises(FileNotFoundError, match=r"tfds build cifar100 --file_format=array_record"):
     train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_missing_data_directory(tmp_path):
+  config = load_config("cifar_lt", "smoke")
+  config.data.data_dir = str(tmp_path / "not_there")
+  with pytest.raises(FileNotFoundError, match=r"data_dir='.*not_there' does not exist; point "
+                                              r"--config\.data\.data_dir to the folder"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_split_files(tmp_path):
+  binary = tmp_path / "train.txt"
+  binary.write_bytes(bytes(range(256)) * 4)  # e.g. a download that saved an archive
+  with pytest.raises(ValueError, match=r"train\.txt cannot be read as a text list"):
+    read_split_file(str(binary))
+  with pytest.raises(FileNotFoundError, match=r"is a directory, not a list"):
+    read_split_file(str(tmp_path))
+  garbled = tmp_path / "val.txt"
+  garbled.write_text("train/a.JPEG 0\ntrain/b.JPEG\n")
+  with pytest.raises(ValueError, match=r"line 2 of .*val\.txt is 'train/b\.JPEG'"):
+    read_split_file(str(garbled))
+
+
+def _cli(tmp_path, *args) -> subprocess.CompletedProcess:
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "bf_jax.main", "--config",
+                         "configs/digits_lt.py:smoke", f"--workdir={tmp_path / 'run'}", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def busy_port():
+  with socket.socket() as s:
+    s.bind(("", 0))
+    s.listen()
+    yield s.getsockname()[1]
+
+
+def test_command_line_errors(tmp_path, busy_port):
+  cases = [
+      (["--config.optim.lr=-1"], "config.optim.lr=-1.0 must be a number > 0"),
+      (["--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()"),
+      ([f"--coordinator_address=127.0.0.1:{busy_port}", "--num_processes=2", "--process_id=0"],
+       f"port {busy_port} cannot be opened on this machine (Address already in use)"),
+      (["--coordinator_address=127.0.0.1:1234"],
+       "--num_processes=None --process_id=None: with --coordinator_address give both"),
+  ]
+  for args, message in cases:
+    result = _cli(tmp_path, *args)
+    assert result.returncode != 0 and message in result.stderr, (args, result.stderr[-2000:])
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -25,7 +25,12 @@ class ArraySource:
 def tfds_source(name: str, split: str, data_dir: str | None = None, decoders=None):
   """``tfds.data_source`` (array_record, no TensorFlow) with a clear message when data is missing."""
   import tensorflow_datasets as tfds
+  from etils import epath
 
+  if data_dir and not epath.Path(data_dir).exists():
+    raise FileNotFoundError(f"config.data.data_dir={data_dir!r} does not exist; point "
+                            f"--config.data.data_dir to the folder that holds {name}/ "
+                            f"(prepared with: tfds build {name} --file_format=array_record).")
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders)
   except Exception as e:  # tfds raises several types for "not prepared"; all mean the same here

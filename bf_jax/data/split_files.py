@@ -31,11 +31,17 @@ def read_split_file(path: str) -> tuple[list[str], np.ndarray]:
   """(file base names, labels) from a ``relative/path/name.JPEG label`` list."""
   p = pathlib.Path(path).expanduser()
   if not p.is_file():
-    raise FileNotFoundError(f"split file {str(p)!r} does not exist; download the standard list "
+    what = "is a directory, not a list" if p.is_dir() else "does not exist"
+    raise FileNotFoundError(f"split file {str(p)!r} {what}; download the standard list "
                             f"(see README, 'Preparing the long-tailed datasets') and set the "
                             f"config's data.*_list to its path.")
+  try:
+    text = p.read_text()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"split file {p} cannot be read as a text list ({type(e).__name__}: {e}); "
+                     f"is it the plain 'path label' list, fully downloaded?") from e
   names, labels = [], []
-  for n, line in enumerate(p.read_text().splitlines(), 1):
+  for n, line in enumerate(text.splitlines(), 1):
     if not line.strip():
       continue
     parts = line.split()

@@ -1,0 +1,158 @@
+"""Faults a long run meets: kill -9, unreadable checkpoints, a NaN loss."""
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bf_jax import data, train
+from bf_jax.data.sources import ArraySource
+from helpers import ROOT, load_config, read_metrics
+
+
+def _steps(workdir) -> list[int]:
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _state(workdir, step=None):
+  mngr = ocp.CheckpointManager(workdir / "checkpoints")
+  step = mngr.latest_step() if step is None else step
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
+
+class _Lines(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def bf_log():
+  handler = _Lines()
+  logging.getLogger("bf_jax").addHandler(handler)
+  yield handler.lines
+  logging.getLogger("bf_jax").removeHandler(handler)
+
+
+def test_kill_9_after_a_checkpoint_then_the_same_command_ends_like_a_straight_run(tmp_path):
+  cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py",
+         f"--workdir={tmp_path / 'killed'}", "--config.total_steps=150",
+         "--config.eval_every_steps=0", "--config.ckpt.every_steps=10"]
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 120
+  while not ((tmp_path / "killed" / "checkpoints").is_dir() and _steps(tmp_path / "killed")):
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.05)
+  proc.kill()  # SIGKILL: no handler runs, an async save may be cut in half
+  proc.communicate()
+  killed_at = _steps(tmp_path / "killed")[-1]
+  assert killed_at < 150, "the run ended before it could be killed"
+
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert re.search(r"resumed from the checkpoint at step (\d+)", again.stderr)
+  config = load_config("digits_lt")
+  config.total_steps, config.eval_every_steps = 150, 0
+  train.train_and_evaluate(config, tmp_path / "straight", devices=jax.devices()[:1])
+  chex.assert_trees_all_close(_state(tmp_path / "killed"), _state(tmp_path / "straight"),
+                              atol=1e-5, rtol=1e-5)
+
+
+def _corrupt(step_dir) -> None:
+  for f in (step_dir / "state" / "ocdbt.process_0" / "d").iterdir():
+    f.write_bytes(b"not a checkpoint")
+
+
+# Orbax leaves the failed restore's pending reads to the garbage collector, which reports them.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path, bf_log):
+  config = load_config("digits_lt", "smoke")
+  config.total_steps, config.eval_every_steps, config.log_every_steps = 4, 0, 1
+  config.ckpt.every_steps, config.ckpt.keep = 2, 2
+  train.train_and_evaluate(config, tmp_path / "run")
+  assert _steps(tmp_path / "run") == [2, 4]
+  _corrupt(tmp_path / "run" / "checkpoints" / "4")
+  half = tmp_path / "run" / "checkpoints" / "6.orbax-checkpoint-tmp-1700000000"  # cut-off save
+  (half / "state").mkdir(parents=True)
+  (half / "state" / "_METADATA").write_text('{"tree_metadata": {')
+
+  config.total_steps = 6
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert result["step"] == 6
+  assert any("checkpoint step 4" in line and "unreadable" in line for line in bf_log)
+  assert any("resuming from step 2, the newest readable" in line for line in bf_log)
+  aside = list((tmp_path / "run" / "checkpoints_unreadable").iterdir())
+  assert [p.name.split("-")[0] for p in aside] == ["4"]
+  assert (aside[0] / "state" / "ocdbt.process_0").is_dir()  # moved whole, not deleted
+  assert _steps(tmp_path / "run") == [4, 6]
+  train.train_and_evaluate(config, tmp_path / "straight")
+  chex.assert_trees_all_close(_state(tmp_path / "run"), _state(tmp_path / "straight"),
+                              atol=1e-6, rtol=1e-6)
+
+  # When no checkpoint is readable the run stops and leaves every file where it was.
+  for step in _steps(tmp_path / "run"):
+    _corrupt(tmp_path / "run" / "checkpoints" / str(step))
+  config.total_steps = 8
+  with pytest.raises(RuntimeError, match=r"No readable checkpoint .* steps \[6, 4\] .* Nothing "
+                                         r"was deleted"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert _steps(tmp_path / "run") == [4, 6]
+
+
+@pytest.fixture
+def poisoned_digits(monkeypatch):
+  """The digits training set with one image full of NaN (what a bad decode would give)."""
+  load = data.load
+
+  def poisoned(config):
+    dataset = load(config)
+    images = np.array(dataset.train_source.images, np.float32)
+    images[dataset.train_indices[7]] = np.nan
+    return dataclasses.replace(dataset,
+                               train_source=ArraySource(images, dataset.train_source.labels))
+
+  monkeypatch.setattr(data, "load", poisoned)
+
+
+def _finite(tree) -> bool:
+  return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, poisoned_digits):
+  config = load_config("digits_lt", "smoke")
+  config.eval_every_steps, config.log_every_steps = 0, 10
+  config.ckpt.every_steps, config.ckpt.keep = 1, 3
+  with pytest.raises(FloatingPointError, match=r"loss became nan at step (\d+); the newest "
+                                               r"checkpoint, step \1,") as err:
+    train.train_and_evaluate(config, tmp_path)
+  bad = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+  assert bad < config.total_steps and _steps(tmp_path)[-1] == bad
+  assert _finite(_state(tmp_path))
+
+
+def test_skip_nonfinite_skips_the_step_and_finishes(tmp_path, poisoned_digits):
+  config = load_config("digits_lt", "smoke")
+  config.eval_every_steps, config.log_every_steps = 0, 1
+  config.optim.skip_nonfinite = 2
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result["step"] == config.total_steps
+  logged = [m for m in read_metrics(tmp_path) if "train/loss" in m]
+  assert sum(m["train/skipped"] for m in logged) >= 1  # the poisoned example's batches
+  assert all(np.isfinite(m["train/loss"]) for m in logged if not m["train/skipped"])
+  assert _finite(_state(tmp_path)) and result["acc"] > 0.3
