@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline alone (no model), for ImageNet-style augmentation.
 
-  .venv/bin/python benchmarks/input_pipeline.py --threads 1 2 4 --batches 20
+  .venv/bin/python -m bf_jax.bench.pipeline --threads 1 2 4 --batches 20
 
 Synthetic 375x500 uint8 images (a typical ImageNet size) in memory, so the figure is the
 augmentation + batching cost per host, without JPEG decoding or storage reads.
@@ -32,17 +32,21 @@ def measure(augmentation: str, threads: int, batches: int, batch_size: int) -> f
   return batches * batch_size / (time.perf_counter() - t)
 
 
+def measure_all(threads=(1, 2, 4), batches: int = 20, batch_size: int = 64) -> list[dict]:
+  """Images/s per augmentation and thread count, as rows for the benchmark report."""
+  return [{"augmentation": augmentation, "threads": t, "cpus": os.cpu_count(),
+           "images_per_s": round(measure(augmentation, t, batches, batch_size), 1)}
+          for augmentation in ("inception", "inception_jitter") for t in threads]
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])
   parser.add_argument("--batches", type=int, default=20)
   parser.add_argument("--batch_size", type=int, default=64)
   args = parser.parse_args()
-  for augmentation in ("inception", "inception_jitter"):
-    for threads in args.threads:
-      rate = measure(augmentation, threads, args.batches, args.batch_size)
-      print(json.dumps({"augmentation": augmentation, "threads": threads, "cpus": os.cpu_count(),
-                        "images_per_s": round(rate, 1)}), flush=True)
+  for row in measure_all(args.threads, args.batches, args.batch_size):
+    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""The benchmark runs, and BatchFormer's inference cost is exactly zero (same compiled program)."""
+
+import json
+
+import numpy as np
+
+from bf_jax.bench import __main__ as bench
+from bf_jax.bench.jax_steps import Case, build, compiled_text, eval_programs_equal
+
+
+def test_eval_program_is_the_same_with_and_without_batchformer():
+  assert eval_programs_equal("mlp", 64)
+  # The comparison can tell programs apart: the train steps do differ.
+  texts = []
+  for bf in (False, True):
+    train_step, _, state, batch, _ = build(Case("mlp", 64, bf))
+    texts.append(compiled_text(train_step, state, batch, np.int32(0)))
+  assert texts[0] != texts[1]
+
+
+def test_bench_cli_writes_jsonl_and_table(tmp_path):
+  bench.main(["--grid", "tiny", "--warmup", "1", "--iters", "2", "--no_pipeline",
+              "--out", str(tmp_path)])
+  rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+  timed = [r for r in rows if "train_ms" in r]
+  assert [r["bf"] for r in timed] == [False, True]
+  assert all(r["train_ms"] > 0 and r["eval_ms"] > 0 and r["jax"] and r["platform"] == "cpu"
+             for r in timed)
+  assert any(r.get("equal") is True for r in rows)
+  table = (tmp_path / "bench.md").read_text()
+  assert "| mlp/b64/bf-global/float32/1dev |" in table and "%" in table
