@@ -1,5 +1,6 @@
 """Backbones: the published parameter counts, feature dims, bf16 compute, the cosine head."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,3 +103,18 @@ def test_ride_loss_sums_experts_and_rewards_diversity():
   apart = jnp.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
   plain = sum(float(losses.cross_entropy(apart[:, e], jnp.array([0]))[0]) for e in range(2))
   assert float(fn(apart, jnp.array([0]), 0)[0]) < plain  # disagreement lowers the loss
+
+
+def test_cpu_matmul_path_of_1x1_convs_equals_the_convolution():
+  from bf_jax.models.resnet import Conv
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 8))
+  for stride in (1, 2):
+    conv = Conv(8, 16, (1, 1), strides=stride, padding=0, use_bias=False, rngs=nnx.Rngs(0))
+    ref = nnx.Conv.__call__(conv, x)  # the library's convolution
+    np.testing.assert_allclose(conv(x), ref, rtol=1e-6, atol=1e-6)
+    # Gradients too: the matmul path is what the weight gradient goes through on CPU.
+    graphdef, params = nnx.split(conv)
+    loss = lambda f: lambda p, x: (f(nnx.merge(graphdef, p), x) ** 2).sum()
+    ours = jax.grad(loss(lambda m, x: m(x)), argnums=(0, 1))(params, x)
+    theirs = jax.grad(loss(lambda m, x: nnx.Conv.__call__(m, x)), argnums=(0, 1))(params, x)
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-5)
