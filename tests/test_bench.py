@@ -19,7 +19,7 @@ def test_eval_program_is_the_same_with_and_without_batchformer():
 
 
 def test_bench_cli_writes_jsonl_and_table(tmp_path):
-  bench.main(["--grid", "tiny", "--warmup", "1", "--iters", "2", "--no_pipeline",
+  bench.main(["--grid", "tiny", "--warmup", "1", "--iters", "2", "--no_pipeline", "--pairs", "3",
               "--out", str(tmp_path)])
   rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
   timed = [r for r in rows if "train_ms" in r]
@@ -29,3 +29,6 @@ def test_bench_cli_writes_jsonl_and_table(tmp_path):
   assert any(r.get("equal") is True for r in rows)
   table = (tmp_path / "bench.md").read_text()
   assert "| mlp/b64/bf-global/float32/1dev |" in table and "%" in table
+  paired = [r for r in rows if r.get("check") == "paired_bf_overhead"]
+  assert paired and paired[0]["pairs"] == 3 and paired[0]["ratio_min"] > 0
+  assert "median of 3 alternating pairs" in table

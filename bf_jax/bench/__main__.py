@@ -20,7 +20,8 @@ import sys
 import jax
 
 from bf_jax.bench import report
-from bf_jax.bench.jax_steps import RECIPES, Case, eval_programs_equal, time_case
+from bf_jax.bench.jax_steps import (RECIPES, Case, eval_programs_equal, paired_overhead,
+                                    time_case)
 
 TORCH_REF = pathlib.Path(__file__).with_name("torch_ref.py")
 
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
                       help="a Python with torch for the reference (default: this one, if torch "
                            "imports here)")
   parser.add_argument("--no_pipeline", action="store_true")
+  parser.add_argument("--pairs", type=int, default=10,
+                      help="alternating with/without-BatchFormer pairs for the overhead figure of "
+                           "the grid's first backbone (0: skip)")
   parser.add_argument("--out", default="runs/bench")
   args = parser.parse_args(argv)
   torch_python = args.torch_python or (sys.executable if importlib.util.find_spec("torch")
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         ref = torch_case(torch_python, case, args.warmup, args.iters)
         if ref:
           emit(ref)
+    if args.pairs and args.grid != "scope":
+      emit({"impl": "jax", **paired_overhead(cases[0], args.pairs, args.warmup)})
     if args.grid != "scope":
       backbone = cases[0].backbone
       emit({"impl": "jax", "check": "eval_program_equal_with_and_without_bf",

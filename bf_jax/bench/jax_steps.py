@@ -122,3 +122,40 @@ def _strip(hlo: str) -> str:
   hlo = re.sub(r", metadata=\{[^}]*\}", "", hlo)
   hlo = re.sub(r"^HloModule \S+", "HloModule m", hlo, flags=re.M)
   return hlo
+
+
+def paired_overhead(case: Case, pairs: int = 10, warmup: int = 2,
+                    devices: Sequence[jax.Device] | None = None) -> dict:
+  """BatchFormer's train-step overhead for ``case`` measured in alternating pairs.
+
+  Steps with and without the layer run back to back, ``pairs`` times; the overhead is the median
+  of the per-pair time ratios, which cancels the slow drift of a shared machine that separate
+  medians (minutes apart) do not.
+  """
+  runners = []
+  for bf in (False, True):
+    train_step, _, state, batch, _ = build(dataclasses.replace(case, bf=bf), devices)
+    holder = {"state": state}
+
+    def run(train_step=train_step, holder=holder, batch=batch):
+      holder["state"], metrics = train_step(holder["state"], batch, np.int32(0))
+      jax.block_until_ready(metrics)
+
+    for _ in range(warmup + 1):
+      run()
+    runners.append(run)
+  ratios, times = [], {False: [], True: []}
+  for i in range(pairs):
+    order = (False, True) if i % 2 == 0 else (True, False)  # neither always goes first
+    took = {}
+    for bf in order:
+      t = time.perf_counter()
+      runners[bf]()
+      took[bf] = time.perf_counter() - t
+      times[bf].append(took[bf])
+    ratios.append(took[True] / took[False])
+  return {"case": dataclasses.replace(case, bf=True).name, "check": "paired_bf_overhead",
+          "pairs": pairs, "overhead": round(statistics.median(ratios) - 1.0, 4),
+          "ratio_min": round(min(ratios), 4), "ratio_max": round(max(ratios), 4),
+          "train_ms_without": round(1e3 * statistics.median(times[False]), 2),
+          "train_ms_with": round(1e3 * statistics.median(times[True]), 2)}

@@ -30,6 +30,11 @@ def markdown(rows: list[dict]) -> str:
     lines += ["", f"Global scope vs device scope on {scope['global']['devices']} devices: "
                   f"{_pct(scope['global']['train_ms'], scope['device']['train_ms'])} train step."]
   for r in rows:
+    if r.get("check") == "paired_bf_overhead":
+      lines += ["", f"BatchFormer train-step overhead, {r['case']}, median of {r['pairs']} "
+                    f"alternating pairs: {100 * r['overhead']:+.1f}% (pair ratios "
+                    f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}; {r['train_ms_without']:.1f} vs "
+                    f"{r['train_ms_with']:.1f} ms)."]
     if r.get("check") == "eval_program_equal_with_and_without_bf":
       lines += ["", f"Eval program with BatchFormer configured == without ({r['backbone']}, "
                     f"optimized HLO, metadata stripped): {r['equal']}."]

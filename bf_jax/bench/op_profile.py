@@ -1,4 +1,4 @@
-"""Where a train step's time goes: ``python -m bf_jax.bench.profile --backbone resnet32``.
+"""Where a train step's time goes: ``python -m bf_jax.bench.op_profile --backbone resnet32``.
 
 Traces a few steps with ``jax.profiler`` and sums the XLA ops' durations over all threads by
 kind (the fusion name without its number: ``ynn_fusion`` = YNNPACK convolutions and dots on CPU,
