@@ -29,22 +29,8 @@ USAGE
 
 die() { echo "local.sh: error: $*" >&2; exit 2; }
 
-# Quotes one word for a POSIX shell; plain words stay readable.
-q() {
-  local s=$1
-  if [[ -n $s && $s =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$s"
-  else
-    s=${s//\'/\'\\\'\'}
-    printf "'%s'" "$s"
-  fi
-}
-
-show() {
-  local out="" a
-  for a in "$@"; do out+="${out:+ }$(q "$a")"; done
-  printf '%s\n' "$out"
-}
+# shellcheck source=launch/quote.sh
+source "$ROOT/launch/quote.sh"
 
 config="" workdir="" devices="" dry_run=0
 extra=()

@@ -44,22 +44,8 @@ USAGE
 
 die() { echo "tpu_vm.sh: error: $*" >&2; exit 2; }
 
-# Quotes one word for a POSIX shell; plain words stay readable.
-q() {
-  local s=$1
-  if [[ -n $s && $s =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$s"
-  else
-    s=${s//\'/\'\\\'\'}
-    printf "'%s'" "$s"
-  fi
-}
-
-show() {
-  local out="" a
-  for a in "$@"; do out+="${out:+ }$(q "$a")"; done
-  printf '%s\n' "$out"
-}
+# shellcheck source=launch/quote.sh
+source "$ROOT/launch/quote.sh"
 
 # Dry run: print the command. Otherwise echo it to stderr (so the log says what ran) and run it.
 run() {

