@@ -14,7 +14,6 @@
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 import time
 
@@ -27,6 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bf_jax import BatchFormer  # noqa: E402
 from bf_jax.batchformer import load_torch_state_dict  # noqa: E402
+from bf_jax.bench.jax_steps import median_ms  # noqa: E402
 
 
 def parity() -> dict:
@@ -49,16 +49,6 @@ def parity() -> dict:
   return out
 
 
-def _median_ms(fn, reps=20) -> float:
-  fn()  # compile / warm up
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return 1e3 * statistics.median(times)
-
-
 def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
   rows = []
   for dtype_name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
@@ -74,7 +64,7 @@ def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
 
     for b in batches:
       x = jax.random.normal(jax.random.key(b), (b, dim), dtype)
-      ms = _median_ms(lambda: jax.block_until_ready(step(params, x, jax.random.key(1))))
+      ms = median_ms(lambda: jax.block_until_ready(step(params, x, jax.random.key(1))), 1, 20)
       rows.append({"impl": "jax", "dtype": dtype_name, "batch": b, "dim": dim, "ms": ms})
   try:
     import torch
@@ -92,7 +82,7 @@ def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
         torch.cuda.synchronize()
 
       rows.append({"impl": "torch", "dtype": dtype_name, "batch": b, "dim": dim,
-                   "ms": _median_ms(run), "torch": torch.__version__})
+                   "ms": median_ms(run, 1, 20), "torch": torch.__version__})
   return rows
 
 
@@ -128,7 +118,7 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
         box["state"], m = step_fn(box["state"], data, np.int32(0))
         jax.block_until_ready(m["loss"])
 
-      ms = _median_ms(run, reps=15)
+      ms = median_ms(run, 1, 15)
       rows.append({"model": "resnet50", "dtype": dtype, "bf": bf, "batch": batch, "ms": ms,
                    "images_per_s": batch / ms * 1e3})
       del box, state, data
