@@ -37,6 +37,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with defaults; task configs override what they need."""
   c = ml_collections.ConfigDict()
+  c.task = "classify"  # "classify" (supervised, train.py) | "moco" (self-supervised, pretrain.py)
   c.seed = 0
   c.batch_size = 128  # global, over all devices of all processes
   c.eval_batch_size = 128
@@ -57,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
       imbalance=50.0, profile="exp",  # long-tail profile; imbalance 1 and n_max 0: split as is
       n_max=0,  # images of the head class; 0: the dataset's default
       split_seed=0,  # which examples form the long-tailed subset (fixed across model seeds)
-      augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter"
+      augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter" | "two_view*"
+      crop_min=0.08,  # smallest crop area fraction of the random resized crops
       sampler="instance",  # "instance" | "class_balanced" (decoupled classifier re-training)
       image_size=0,  # 0: the dataset's default (as stored; 224 for ImageNet-style sets)
       data_dir="", train_split="train", eval_split="test",
@@ -65,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
       train_list="", val_list="", test_list=""))  # split files (ImageNet-LT, Places-LT)
 
   c.model = ml_collections.ConfigDict(dict(
-      name="mlp",  # "mlp" | "cnn" | "resnet32" | "resnet10" | "resnet50" | "resnet152" | "resnext50"
+      name="mlp",  # "mlp" | "cnn" | any ResNet of bf_jax.models.resnet.ARCHS, e.g. "resnet50"
       width=128, depth=2,  # mlp / cnn only
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
@@ -73,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
       experts=0))  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
 
   c.optim = ml_collections.ConfigDict(dict(
-      name="sgd", lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      name="sgd",  # "sgd" | "adamw" | "lars"
+      lr=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      trust_coefficient=0.001,  # LARS only
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
       step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0,
       skip_nonfinite=0))  # 0: a NaN/Inf loss stops the run; N: skip such steps, stop after N in a row
@@ -83,6 +87,15 @@ def base_config() -> ml_collections.ConfigDict:
       from_workdir="",  # a bf_jax workdir whose latest checkpoint provides the initial weights
       parts=("backbone",),  # top-level parameter groups taken from it
       freeze_backbone=False))  # backbone fixed: no gradient, BatchNorm on running statistics
+
+  # task="moco": MoCo v3 pre-training (see bf_jax/contrastive.py for the pairings).
+  c.moco = ml_collections.ConfigDict(dict(
+      dim=256, mlp_dim=4096, projector_layers=2, predictor_layers=2,  # MoCo v3 ResNet heads
+      temperature=1.0, momentum=0.99, momentum_cosine=True,  # m: base -> 1 along a half cosine
+      pairing="matched",  # "matched" | "orig_keys" | "all" (upstream's 8 terms, / 4)
+      momentum_bf="ema",  # "ema": the momentum model's own BatchFormer copy | "none"
+      knn_k=200, knn_temperature=0.1,
+      knn_bank=0, knn_queries=0))  # examples in the kNN bank (train) / queries (test); 0: all
 
   c.loss = ml_collections.ConfigDict(dict(
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bf_jax.batchformer import MODES
+from bf_jax.contrastive import PAIRINGS, terms
 from bf_jax.data import DATASETS
-from bf_jax.data.augment import AUGMENTATIONS
+from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
 from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.losses import LOSSES
@@ -45,8 +46,12 @@ def _get(cfg, dotted: str) -> Any:
   return cfg
 
 
+TASKS = ("classify", "moco")
+
+
 def validate(cfg) -> None:
   """Raises ValueError for the first bad field of a training config."""
+  _choice(cfg, "task", TASKS)
   _int(cfg, "seed", 0)
   _int(cfg, "batch_size", 1)
   _int(cfg, "eval_batch_size", 1)
@@ -61,6 +66,13 @@ def validate(cfg) -> None:
   _choice(cfg, "data.profile", PROFILES)
   _int(cfg, "data.n_max", 0)
   _choice(cfg, "data.augment", AUGMENTATIONS)
+  _num(cfg, "data.crop_min", 0.0, 1.0, strict_low=True)
+  two_view = cfg.data.augment in TWO_VIEW
+  if cfg.task == "moco" and not two_view:
+    _fail("data.augment", cfg.data.augment, f"must be one of {TWO_VIEW} for task='moco' (the "
+          f"step contrasts two views of each image)")
+  if cfg.task != "moco" and two_view:
+    _fail("data.augment", cfg.data.augment, f"makes two views, which only task='moco' uses")
   _int(cfg, "data.image_size", 0)
   _choice(cfg, "data.sampler", SAMPLERS)
   _choice(cfg, "model.name", BACKBONES)
@@ -98,3 +110,24 @@ def validate(cfg) -> None:
   _num(cfg, "bf.dropout", 0.0, 1.0)
   _num(cfg, "bf.lr_mult", 0.0)
   _num(cfg, "bf.wd_mult", 0.0)
+  if cfg.task == "moco":
+    _moco(cfg)
+
+
+def _moco(cfg) -> None:
+  for name in ("dim", "mlp_dim", "projector_layers", "predictor_layers", "knn_k"):
+    _int(cfg, f"moco.{name}", 1)
+  _int(cfg, "moco.knn_bank", 0)
+  _int(cfg, "moco.knn_queries", 0)
+  _num(cfg, "moco.temperature", 0.0, strict_low=True)
+  _num(cfg, "moco.knn_temperature", 0.0, strict_low=True)
+  _num(cfg, "moco.momentum", 0.0, 1.0)
+  _choice(cfg, "moco.pairing", PAIRINGS)
+  _choice(cfg, "moco.momentum_bf", ("ema", "none"))
+  if cfg.model.experts:
+    _fail("model.experts", cfg.model.experts, "must be 0 for task='moco' (RIDE is supervised)")
+  if cfg.bf.enabled and cfg.bf.mode != "shared":
+    _fail("bf.mode", cfg.bf.mode, "must be 'shared' for task='moco' (both streams are "
+          "contrasted)")
+  if cfg.bf.enabled:  # the pairing must find the key streams it names
+    terms(cfg.moco.pairing, 2, 2 if cfg.moco.momentum_bf == "ema" else 1)

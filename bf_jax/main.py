@@ -1,6 +1,6 @@
 """Command line: python -m bf_jax.main --config configs/<task>.py[:args] --workdir DIR.
 
-This file is intentionally tiny; the loop is bf_jax.train.train_and_evaluate, which tests call.
+This file is intentionally tiny; the loops are bf_jax.tasks.run's, which tests call.
 """
 
 import logging
@@ -10,7 +10,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bf_jax import train, writers
+from bf_jax import tasks, writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/digits_lt.py:bf=off.",
@@ -65,7 +65,7 @@ def main(argv):
   del argv
   writers.setup_logging(logging.INFO)
   _init_distributed()
-  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  result = tasks.run(FLAGS.config, FLAGS.workdir)
   logging.getLogger("bf_jax").info("final: %s", result)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import optax
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "lars")
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -41,6 +41,10 @@ def _base(optim_cfg, schedule: optax.Schedule, weight_decay: float) -> optax.Gra
                                  nesterov=optim_cfg.nesterov))
   if optim_cfg.name == "adamw":
     return optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=weight_decay)
+  if optim_cfg.name == "lars":  # MoCo v3 / BYOL: biases and norm scales get neither
+    return optax.lars(schedule, weight_decay, weight_decay_mask=_matrices,
+                      trust_coefficient=optim_cfg.trust_coefficient, trust_ratio_mask=_matrices,
+                      momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov)
   raise ValueError(f"optim.name={optim_cfg.name!r} is unknown; choose one of {OPTIMIZERS}.")
 
 
@@ -66,6 +70,11 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
   if optim_cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
   return tx, schedule
+
+
+def _matrices(params: Any) -> Any:
+  """True for kernels (ndim > 1), False for biases and BatchNorm/LayerNorm scales and offsets."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def _fill(tree: Any, label: str) -> Any:

@@ -1,53 +1,22 @@
-"""train_and_evaluate(config, workdir): the training loop every task runs on."""
+"""train_and_evaluate(config, workdir): supervised training with BatchFormer (the classifier task)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import pathlib
-import signal
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 from etils import epath
 
-from bf_jax import checkpointing, config_check, data, losses, metrics, optim, plots, sharding
-from bf_jax import steps, writers
+from bf_jax import checkpointing, config_check, data, loop, losses, metrics, optim, plots
+from bf_jax import sharding, steps, writers
 from bf_jax.data import pipeline
-from bf_jax.models.classifier import build_model, scope_to_group_size
+from bf_jax.models.classifier import build_model, check_scope
 
 log = logging.getLogger("bf_jax")
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks at step boundaries (single-process runs).
-
-  With several processes SIGTERM is left to JAX's preemption notifier: it tells the coordinator,
-  and Orbax's ``reached_preemption`` then names one step at which every process saves. Our own
-  handler would replace the notifier's and let one process stop alone while the rest hang.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-
-  def __enter__(self):
-    if jax.process_count() > 1:
-      return self
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: rely on Orbax's preemption check alone
-      self._old = None
-    return self
-
-  def _handle(self, signum, frame):
-    log.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting.")
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
 
 
 def _evaluate(eval_step, state, dataset: data.Data, config, mesh,
@@ -86,93 +55,37 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
   return current if selected is None or current["val_acc"] > selected["val_acc"] else selected
 
 
-class _FiniteGuard:
-  """Checks each step's loss on the host before anything is saved or logged.
-
-  ``max_skips`` 0: the first non-finite loss stops the run, so no checkpoint ever holds the state
-  after it. ``max_skips`` N: the step already left the state unchanged (``skipped``); the run
-  stops only after N such steps in a row.
-  """
-
-  def __init__(self, max_skips: int, ckpt: checkpointing.Checkpointer):
-    self.max_skips, self.ckpt, self.in_a_row = max_skips, ckpt, 0
-
-  def check(self, window: list[dict], first_step: int) -> None:
-    for i, m in enumerate(window):
-      loss, step = float(m["loss"]), first_step + i
-      if self.max_skips and float(m["skipped"]):
-        self.in_a_row += 1
-        log.warning("step %d: loss %s, skipped (parameters unchanged; %d in a row).",
-                    step, loss, self.in_a_row)
-        if self.in_a_row > self.max_skips:
-          self._stop(loss, step, f"after {self.in_a_row} skipped steps in a row "
-                                 f"(optim.skip_nonfinite={self.max_skips})")
-      elif not np.isfinite(loss):
-        self._stop(loss, step, "")
-      else:
-        self.in_a_row = 0
-
-  def _stop(self, loss: float, step: int, why: str) -> None:
-    kept = self.ckpt.latest_step()
-    kept = (f"the newest checkpoint, step {kept}, saved before it, is kept in "
-            f"{self.ckpt.directory}" if kept is not None else "no checkpoint was saved before it")
-    raise FloatingPointError(
-        f"loss became {loss} at step {step}{' ' + why if why else ''}; {kept}. Lower optim.lr, "
-        f"set optim.grad_clip, check the data, or set optim.skip_nonfinite=N to skip up to N "
-        f"such steps in a row.")
-
-
-def _window_scalars(window: list[dict]) -> dict[str, float]:
-  """Means over the window's steps, leaving out skipped ones."""
-  kept = [m for m in window if not float(m.get("skipped", 0.0))] or window
-  scalars = {k: float(np.mean([m[k] for m in kept])) for k in window[0] if k != "skipped"}
-  if "skipped" in window[0]:
-    scalars["skipped"] = float(np.sum([m["skipped"] for m in window]))
-  return scalars
-
-
 def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
                 train_step, eval_step, schedule, ckpt: checkpointing.Checkpointer,
                 writer: writers.MetricWriter):
-  """Steps from start_step to the end (or a preemption); returns the state and last eval."""
+  """The classifier's batches and evaluation, through the shared loop."""
   batches = pipeline.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
       dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count(),
       sampler=config.data.sampler, labels=dataset.train_labels)
-  progress = writers.Progress(config.total_steps, config.batch_size, start_step)
-  guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
-  window, checked = [], 0  # this log window's step metrics; how many the guard has seen
-  step, selected = start_step, None
-  with _Preemption() as preemption:
-    while step < config.total_steps:
-      batch = sharding.put_batch(next(batches), mesh)
-      state, step_metrics = train_step(state, batch, np.int32(step))
-      window.append(step_metrics)
-      step += 1
-      final = step == config.total_steps
-      # Every process asks every step: agreeing on the step to save is a collective.
-      preempted = ckpt.reached_preemption(step) or preemption.requested or step == stop_at
-      save = ckpt.due(step, final) or preempted
-      if save or step % config.log_every_steps == 0 or final:
-        window = jax.device_get(window)  # waits for the step; only at log and save steps
-        guard.check(window[checked:], step - len(window) + checked)
-        checked = len(window)
-      if step % config.log_every_steps == 0 or final:
-        scalars = _window_scalars(window)
-        scalars["lr"] = float(schedule(step - 1))
-        log.info(progress.line(step, scalars))
-        writer.write(step, scalars, prefix="train/")
-        window, checked = [], 0
-      if (config.eval_every_steps and step % config.eval_every_steps == 0) or final:
-        selected = _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
-      if save:
-        ckpt.save(step, state)
-      if preempted and not final:
-        log.warning("preempted: saved step %d; rerun the same command to resume.", step)
-        break
-  if step == config.total_steps and selected is None:  # resumed a finished run
-    selected = _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, None)
-  return state, step, selected
+
+  def evaluate(state, step: int, selected: dict | None) -> dict:
+    return _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
+
+  return loop.run(config, mesh, state, start_step, stop_at, batches, train_step, evaluate,
+                  schedule, ckpt, writer)
+
+
+def prepare(config, devices: Sequence[jax.Device] | None = None
+            ) -> tuple[jax.sharding.Mesh, data.Data]:
+  """Checks the config against the mesh and loads the data: what every task does first."""
+  config_check.validate(config)
+  mesh = sharding.make_mesh(devices)
+  sharding.check_batch("batch_size", config.batch_size, mesh)
+  sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
+  check_scope(config.bf, config.batch_size, mesh.devices.size)
+  dataset = data.load(config.data)
+  if len(dataset.train_indices) < config.batch_size:
+    raise ValueError(f"The training set has {len(dataset.train_indices)} examples, fewer than "
+                     f"one global batch (batch_size={config.batch_size}); lower batch_size.")
+  log.info("data %s: %d train / %d eval examples, class counts %s", config.data.name,
+           len(dataset.train_indices), len(dataset.eval_source), dataset.train_class_counts.tolist())
+  return mesh, dataset
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,
@@ -184,21 +97,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   run early at that step with a checkpoint, as a preemption would (rerun to resume).
   """
   # ---------------------------------------------------------------- config, mesh, data
-  config_check.validate(config)
+  mesh, dataset = prepare(config, devices)
   workdir = epath.Path(workdir)
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch("batch_size", config.batch_size, mesh)
-  sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
-  group = scope_to_group_size(config.bf.scope, config.batch_size // mesh.devices.size)
-  if config.bf.enabled and group and config.batch_size % group:
-    raise ValueError(f"bf.scope={config.bf.scope!r}: group_size={group} does not divide the "
-                     f"global batch of {config.batch_size}; set --config.bf.scope to a divisor.")
-  dataset = data.load(config.data)
-  if len(dataset.train_indices) < config.batch_size:
-    raise ValueError(f"The training set has {len(dataset.train_indices)} examples, fewer than "
-                     f"one global batch (batch_size={config.batch_size}); lower batch_size.")
-  log.info("data %s: %d train / %d eval examples, class counts %s", config.data.name,
-           len(dataset.train_indices), len(dataset.eval_source), dataset.train_class_counts.tolist())
 
   # ---------------------------------------------------------------- model, optimizer, steps
   local_batch = config.batch_size // mesh.devices.size
@@ -224,6 +124,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   elif config.init.from_workdir:  # a second stage starts from the first stage's weights
     state = checkpointing.load_parts(config.init.from_workdir, tuple(config.init.parts), state)
     log.info("initialized %s from %s", list(config.init.parts), config.init.from_workdir)
+  elif config.init.freeze_backbone:
+    log.warning("init.freeze_backbone without init.from_workdir: the frozen backbone is its random "
+                "initialization (a random-feature baseline); set --config.init.from_workdir to the "
+                "run that trained it.")
   writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
 
   # ---------------------------------------------------------------- train loop

@@ -28,7 +28,9 @@ TORCH_REF = pathlib.Path(__file__).with_name("torch_ref.py")
 
 def grid(name: str) -> list[Case]:
   """'cpu': what 2 cores time in minutes; 'scope': global vs device scope over 8 devices;
-  'gpu': the recipes' batches in bf16 on one GPU (float32 too for ResNet-32)."""
+  'gpu': the recipes' batches in bf16 on one GPU (float32 too for ResNet-32); 'overhead': only
+  the paired with/without-BatchFormer overhead, for the CIFAR recipe's batch and for ResNet-50 at
+  the largest batch a 24 GiB CPU machine holds."""
   if name == "tiny":  # seconds: what the tests run
     return [Case("mlp", 64, bf) for bf in (False, True)]
   if name == "cpu":
@@ -41,7 +43,9 @@ def grid(name: str) -> list[Case]:
     return ([Case("resnet32", 512, bf, dtype=dt) for dt in ("float32", "bfloat16")
              for bf in (False, True)]
             + [Case("resnet50", 256, bf, dtype="bfloat16") for bf in (False, True)])
-  raise ValueError(f"--grid={name!r} must be 'tiny', 'cpu', 'scope' or 'gpu'.")
+  if name == "overhead":
+    return [Case("resnet32", 512, True), Case("resnet50", 64, True)]
+  raise ValueError(f"--grid={name!r} must be 'tiny', 'cpu', 'scope', 'gpu' or 'overhead'.")
 
 
 def hardware() -> dict:
@@ -101,15 +105,19 @@ def main(argv: list[str] | None = None) -> None:
       raise SystemExit(f"--grid={args.grid} needs {max(c.devices for c in cases)} devices, this "
                        f"process has {jax.device_count()}; on a CPU run with XLA_FLAGS="
                        f"--xla_force_host_platform_device_count=8.")
+    if args.grid == "overhead":  # the pairs are the timing; a separate median adds nothing
+      for case in cases:
+        emit({"impl": "jax", **paired_overhead(case, args.pairs, args.warmup)})
+      cases = []
     for case in cases:
       emit({"impl": "jax", **time_case(case, args.warmup, args.iters)})
       if torch_python and case.devices == 1:
         ref = torch_case(torch_python, case, args.warmup, args.iters)
         if ref:
           emit(ref)
-    if args.pairs and args.grid != "scope":
+    if args.pairs and cases and args.grid != "scope":
       emit({"impl": "jax", **paired_overhead(cases[0], args.pairs, args.warmup)})
-    if args.grid != "scope":
+    if cases and args.grid != "scope":
       backbone = cases[0].backbone
       emit({"impl": "jax", "check": "eval_program_equal_with_and_without_bf",
             "backbone": backbone, "equal": eval_programs_equal(backbone, 64)})

@@ -3,7 +3,8 @@
   .venv/bin/python -m bf_jax.bench.pipeline --threads 1 2 4 --batches 20
 
 Synthetic 375x500 uint8 images (a typical ImageNet size) in memory, so the figure is the
-augmentation + batching cost per host, without JPEG decoding or storage reads.
+augmentation + batching cost per host, without JPEG decoding or storage reads. The MoCo v3
+two-view rows time ``views.two_views`` alone on one thread (an example = both views).
 """
 
 import argparse
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from bf_jax.data import pipeline
+from bf_jax.data import pipeline, views
 from bf_jax.data.sources import ArraySource
 
 
@@ -32,11 +33,32 @@ def measure(augmentation: str, threads: int, batches: int, batch_size: int) -> f
   return batches * batch_size / (time.perf_counter() - t)
 
 
+def measure_two_views(size: int = 224, images: int = 200, **kwargs) -> float:
+  """MoCo v3 two-view augmentation alone, one thread, plain loop: examples/s (both views each).
+
+  ``size`` 224 crops from 375x500 images (ImageNet); 32 from 32x32 ones (CIFAR). ``kwargs`` go
+  to ``two_views`` (e.g. ``blur_probs=(0, 0)``, usual at CIFAR size).
+  """
+  rng = np.random.default_rng(0)
+  shape = (32, 32, 3) if size == 32 else (375, 500, 3)
+  pool = rng.integers(0, 256, (16, *shape), dtype=np.uint8)
+  views.two_views(pool[0], np.random.default_rng(0), size, **kwargs)  # start-up
+  t = time.perf_counter()
+  for i in range(images):
+    views.two_views(pool[i % len(pool)], np.random.default_rng(i), size, **kwargs)
+  return images / (time.perf_counter() - t)
+
+
 def measure_all(threads=(1, 2, 4), batches: int = 20, batch_size: int = 64) -> list[dict]:
   """Images/s per augmentation and thread count, as rows for the benchmark report."""
-  return [{"augmentation": augmentation, "threads": t, "cpus": os.cpu_count(),
+  rows = [{"augmentation": augmentation, "threads": t, "cpus": os.cpu_count(),
            "images_per_s": round(measure(augmentation, t, batches, batch_size), 1)}
           for augmentation in ("inception", "inception_jitter") for t in threads]
+  for name, size, kwargs in (("moco_two_views_224", 224, {}),
+                             ("moco_two_views_32_noblur", 32, {"blur_probs": (0.0, 0.0)})):
+    rows.append({"augmentation": name, "threads": 1, "cpus": os.cpu_count(),
+                 "images_per_s": round(measure_two_views(size, **kwargs), 1)})
+  return rows
 
 
 def main():

@@ -33,6 +33,8 @@ DATASETS = {
                            n_max=5000),
     "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             n_max=500),
+    # ILSVRC-2012 as released (self-supervised pre-training, linear probes).
+    "imagenet": DatasetInfo("imagenet2012", 1000, IMAGENET_MEAN, IMAGENET_STD, image_size=224),
     # ImageNet-LT: train and val lists index ILSVRC-2012 train images, the test list its val.
     "imagenet_lt": DatasetInfo("imagenet2012", 1000, IMAGENET_MEAN, IMAGENET_STD, image_size=224,
                                file_feature="file_name",
@@ -88,7 +90,8 @@ def load(data_cfg) -> Data:
     raise ValueError(f"data.num_classes={data_cfg.num_classes} but {data_cfg.name} has "
                      f"{info.num_classes} classes; set data.num_classes={info.num_classes}.")
   image_size = data_cfg.image_size or info.image_size
-  preprocess = Preprocess(info.mean, info.std, info.scale, data_cfg.augment, image_size)
+  preprocess = Preprocess(info.mean, info.std, info.scale, data_cfg.augment, image_size,
+                          data_cfg.crop_min)
   val = None
   if info.tfds_name is None:
     train, test, _ = load_digits_lt(data_cfg.imbalance, split_seed=data_cfg.split_seed,

@@ -9,7 +9,8 @@ import math
 import numpy as np
 from PIL import Image
 
-AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter")
+TWO_VIEW = ("two_view", "two_view_noblur")  # MoCo v3's pair (blur off for 32x32 images)
+AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", *TWO_VIEW)
 
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],

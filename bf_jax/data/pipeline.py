@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from bf_jax.data import augment
+from bf_jax.data import augment, views
 
 Batch = dict[str, np.ndarray]
 
@@ -36,6 +36,7 @@ class Preprocess:
   scale: float  # 255 for uint8 images, 1 for images already in [0, 1]
   augmentation: str = "none"
   image_size: int = 0
+  crop_min: float = 0.08  # smallest area fraction of random resized crops
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
     image = np.asarray(record["image"])
@@ -46,8 +47,13 @@ class Preprocess:
         image = augment.resize_center_crop(image, self.image_size)
     elif self.augmentation == "crop_flip":
       image = augment.crop_flip(image, rng)
+    elif self.augmentation in augment.TWO_VIEW:  # [2, H, W, C]: MoCo v3's asymmetric pair
+      blur = (1.0, 0.1) if self.augmentation == "two_view" else (0.0, 0.0)
+      image = views.two_views(image, rng, self.image_size or image.shape[0], self.crop_min,
+                              blur_probs=blur)
     elif self.augmentation.startswith("inception"):
-      image = augment.flip(augment.random_resized_crop(image, rng, self.image_size), rng)
+      image = augment.flip(augment.random_resized_crop(image, rng, self.image_size,
+                                                       scale=(self.crop_min, 1.0)), rng)
       if self.augmentation == "inception_jitter":
         image = augment.color_jitter(image, rng)
     return augment.normalize(image, self.mean, self.std, self.scale)

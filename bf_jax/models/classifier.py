@@ -52,6 +52,14 @@ def scope_to_group_size(scope: str, local_batch: int) -> int | None:
   return int(scope)
 
 
+def check_scope(bf_cfg, batch_size: int, n_devices: int) -> None:
+  """A ``bf.scope`` group size must divide the global batch."""
+  group = scope_to_group_size(bf_cfg.scope, batch_size // n_devices)
+  if bf_cfg.enabled and group and batch_size % group:
+    raise ValueError(f"bf.scope={bf_cfg.scope!r}: group_size={group} does not divide the "
+                     f"global batch of {batch_size}; set --config.bf.scope to a divisor.")
+
+
 def build_backbone(model_cfg, image_shape: tuple[int, ...], rngs: nnx.Rngs,
                    axis_name: str = "data") -> nnx.Module:
   dtype = DTYPES[model_cfg.dtype]

@@ -1,0 +1,18 @@
+"""run(config, workdir): the entry every task shares; ``config.task`` picks the loop."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import jax
+
+from bf_jax import pretrain, train
+
+
+def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """``task="classify"``: train.train_and_evaluate; ``task="moco"``: pretrain.pretrain."""
+  if config.task == "moco":
+    return pretrain.pretrain(config, workdir, devices, stop_at)
+  return train.train_and_evaluate(config, workdir, devices, stop_at)
