@@ -108,6 +108,8 @@ def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] 
     return {"knn_acc": acc, "step": step}
 
   try:
+    if start_step == 0 and config.eval_every_steps:  # the curve's starting point: random init
+      evaluate(state, 0, None)
     state, step, last = loop.run(config, mesh, state, start_step, stop_at, batches, train_step,
                                  evaluate, schedule, ckpt, writer)
   finally:  # flush logs and finish async saves even when a step fails

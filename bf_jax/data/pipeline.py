@@ -49,8 +49,11 @@ class Preprocess:
       image = augment.crop_flip(image, rng)
     elif self.augmentation in augment.TWO_VIEW:  # [2, H, W, C]: MoCo v3's asymmetric pair
       blur = (1.0, 0.1) if self.augmentation == "two_view" else (0.0, 0.0)
-      image = views.two_views(image, rng, self.image_size or image.shape[0], self.crop_min,
-                              blur_probs=blur)
+      if self.scale != 255.0:  # the color ops work on 8-bit pixels (digits are floats in [0, 1])
+        image = np.round(np.asarray(image, np.float32) * (255.0 / self.scale)).astype(np.uint8)
+      pair = views.two_views(image, rng, self.image_size or image.shape[0], self.crop_min,
+                             blur_probs=blur)
+      return augment.normalize(pair, self.mean, self.std, 255.0)
     elif self.augmentation.startswith("inception"):
       image = augment.flip(augment.random_resized_crop(image, rng, self.image_size,
                                                        scale=(self.crop_min, 1.0)), rng)
