@@ -1,4 +1,5 @@
-"""Per-class accuracy against training-set class size: where BatchFormer helps the tail."""
+"""Plots a run writes: per-class accuracy against class size (where BatchFormer helps the tail),
+and metric curves over steps (the kNN monitor of pre-training)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,39 @@ import numpy as np
 from etils import epath
 
 
-def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | pathlib.Path,
-                   title: str = "Per-class test accuracy vs training images per class") -> None:
-  """``runs``: label -> (train counts per class, test accuracy per class); writes a PNG."""
+def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
 
-  fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+
+def _save(fig, path: str | pathlib.Path) -> None:
+  png = io.BytesIO()  # via bytes, so a gs:// path works too
+  fig.savefig(png, format="png")
+  _pyplot().close(fig)
+  epath.Path(path).write_bytes(png.getvalue())
+
+
+def plot_curves(runs: dict[str, tuple[list[int], list[float]]], path: str | pathlib.Path,
+                ylabel: str, title: str) -> None:
+  """``runs``: label -> (steps, values in [0, 1]); one line each, in percent; writes a PNG."""
+  fig, ax = _pyplot().subplots(figsize=(6, 3.8), dpi=120)
+  for label, (steps, values) in runs.items():
+    ax.plot(steps, 100 * np.asarray(values), marker="o", label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | pathlib.Path,
+                   title: str = "Per-class test accuracy vs training images per class") -> None:
+  """``runs``: label -> (train counts per class, test accuracy per class); writes a PNG."""
+  fig, ax = _pyplot().subplots(figsize=(7, 4.2), dpi=120)
   markers = "os^dv"
   for i, (label, (counts, acc)) in enumerate(runs.items()):
     counts, acc = np.asarray(counts), np.asarray(acc)
@@ -33,7 +59,4 @@ def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | p
   ax.grid(alpha=0.3, which="both")
   ax.legend()
   fig.tight_layout()
-  png = io.BytesIO()  # via bytes, so a gs:// path works too
-  fig.savefig(png, format="png")
-  plt.close(fig)
-  epath.Path(path).write_bytes(png.getvalue())
+  _save(fig, path)

@@ -7,6 +7,7 @@ backbone: ``configs/moco_linear_probe.py`` with ``--config.init.from_workdir`` s
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 from typing import Any, Sequence
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax import checkpointing, knn, loop, moco_steps, optim, sharding, steps, writers
+from bf_jax import checkpointing, knn, loop, moco_steps, optim, plots, sharding, steps, writers
 from bf_jax.data import Data, pipeline
 from bf_jax.data.split_files import Subset
 from bf_jax.models.classifier import build_backbone, build_batchformer
@@ -118,4 +119,18 @@ def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] 
   result = {"step": step, "preempted": step < config.total_steps}
   if last is not None:
     result["knn_acc"] = last["knn_acc"]
+  if step == config.total_steps and jax.process_index() == 0:
+    _plot_knn(workdir, "BatchFormer" if config.bf.enabled else "no BatchFormer")
   return result
+
+
+def _plot_knn(workdir: epath.Path, label: str) -> None:
+  """``knn_acc.png``: the monitor over the whole run (resumed parts included, from the log)."""
+  points = {}
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    if "eval/knn_acc" in row:
+      points[row["step"]] = row["eval/knn_acc"]  # a resumed run may repeat a step: keep the last
+  steps_ = sorted(points)
+  plots.plot_curves({label: (steps_, [points[s] for s in steps_])}, workdir / "knn_acc.png",
+                    "kNN top-1 (%)", "kNN monitor of the backbone feature")

@@ -1,11 +1,12 @@
 """MoCo v3 on the embedded digits (balanced), tiny CNN: the CPU-sized self-supervised check.
 
-scikit-learn's 1,797 real 8x8 digits, 50 test images per class held out, all the rest (1,297)
-unlabelled for pre-training. Tiny CNN (2 conv blocks, 64-d feature), projector 64-256-64,
-predictor 64-256-64, LARS, two views at 8x8 (crop area >= 0.3, no blur). The kNN monitor uses
-the labels only to score: 200 neighbours over all 1,297 training images, the 500 test images
-as queries. What it shows is that pre-training makes the features better than at
-initialization, with and without BatchFormer; figures in README.md (measured there).
+scikit-learn's 1,797 real 8x8 digits, 50 test images per class held out, a balanced training
+set of 1,240 (124 per class) drawn from the rest, its labels unused by pre-training. Tiny CNN
+(2 conv blocks, 64-d feature), projector 64-256-64, predictor 64-256-64, LARS, two views at 8x8
+(crop area >= 0.3, no blur). The kNN monitor uses labels only to score: 200 neighbours over all
+1,240 training images, the 500 test images as queries. What it shows is that pre-training makes
+the features better than at initialization, with and without BatchFormer; figures in README.md
+(measured there).
 
   python -m bf_jax.main --config configs/moco_digits.py --workdir runs/moco_digits_bf
   python -m bf_jax.main --config configs/moco_digits.py:bf=off --workdir runs/moco_digits

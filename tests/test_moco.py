@@ -184,10 +184,12 @@ def _latest_state(workdir):
 
 def test_pretrain_resumes_and_the_probe_starts_from_its_backbone(tmp_path, fast_compile):
   config = _tiny_config()
-  config.total_steps, config.ckpt.every_steps = 3, 1
+  config.total_steps, config.ckpt.every_steps, config.eval_every_steps = 3, 1, 2
   straight = _run(config, tmp_path / "straight")
   assert straight["step"] == 3 and 0.0 <= straight["knn_acc"] <= 1.0
-  assert any("eval/knn_acc" in m for m in read_metrics(tmp_path / "straight"))
+  knn_steps = [m["step"] for m in read_metrics(tmp_path / "straight") if "eval/knn_acc" in m]
+  assert knn_steps == [0, 2, 3]  # at initialization, every eval_every_steps, at the end
+  assert (tmp_path / "straight" / "knn_acc.png").stat().st_size > 0
   stopped = _run(config, tmp_path / "resumed", stop_at=1)
   assert stopped["preempted"] and stopped["step"] == 1
   resumed = _run(config, tmp_path / "resumed")
