@@ -160,3 +160,26 @@ def test_blur_lowers_variance_more_with_larger_sigma(channels):
   assert small.shape == x.shape and small.dtype == np.uint8
   assert large.var() < small.var() < 0.9 * x.var()
   assert large.var() < 0.1 * x.var()
+
+
+def test_preprocess_two_view_gives_two_normalized_views_and_a_single_eval_image():
+  from bf_jax.data import pipeline
+  rng = np.random.default_rng(0)
+  record = {"image": rng.integers(0, 256, (40, 36, 3), np.uint8), "label": 3}
+  prep = pipeline.Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 255.0, "two_view", 24, 0.2)
+  pair = prep(record, np.random.default_rng(1))
+  assert pair.shape == (2, 24, 24, 3) and pair.dtype == np.float32
+  raw = views.two_views(record["image"], np.random.default_rng(1), 24, 0.2)
+  np.testing.assert_allclose(pair, (raw / 255.0 - 0.5) / 0.25, atol=1e-6)
+  assert prep(record, None).shape == (24, 24, 3)  # eval: one resized centre crop
+
+
+def test_preprocess_two_view_of_float_images_goes_through_8_bit_pixels():
+  from bf_jax.data import pipeline
+  image = np.full((8, 8, 1), 0.5, np.float32)  # digits: floats in [0, 1], scale 1
+  prep = pipeline.Preprocess((0.0,), (1.0,), 1.0, "two_view_noblur", 0, 1.0)
+  pair = prep({"image": image, "label": 0}, np.random.default_rng(0))
+  want = views.two_views(np.full((8, 8, 1), 128, np.uint8), np.random.default_rng(0), 8, 1.0,
+                         blur_probs=(0.0, 0.0))
+  np.testing.assert_allclose(pair, want / 255.0, atol=1e-6)
+  assert pair.shape == (2, 8, 8, 1) and np.ptp(pair[0]) == 0.0  # flat stays flat
