@@ -14,7 +14,7 @@ import jax
 import orbax.checkpoint as ocp
 import numpy as np
 
-from bf_jax import train
+from bf_jax import tasks, train
 from helpers import ROOT, load_config, read_metrics, train_losses
 
 STEPS = ["--config.total_steps=6", "--config.log_every_steps=1", "--config.eval_every_steps=0",
@@ -27,12 +27,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_two(workdir, *overrides) -> list[subprocess.Popen]:
+def _launch_two(workdir, *overrides, config="configs/digits_lt.py:smoke", env=None
+                ) -> list[subprocess.Popen]:
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
+         "JAX_PLATFORMS": "cpu", **(env or {})}
   return [subprocess.Popen(
-      [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py:smoke",
+      [sys.executable, "-m", "bf_jax.main", "--config", config,
        f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
        f"--process_id={i}", *overrides],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -94,3 +95,23 @@ def test_sigterm_to_one_process_saves_the_same_step_on_both(tmp_path):
   step = int(saved[0][0].split("saved step ")[1].split(";")[0])
   assert saved[1][0].split("preempted:")[1] == saved[0][0].split("preempted:")[1]
   assert (tmp_path / "checkpoints" / str(step)).is_dir() and step < 100000
+
+
+def test_moco_on_two_processes_equals_one_process(tmp_path):
+  """Keys gathered over both processes' devices, kNN features gathered to every process."""
+  config = load_config("moco_digits", "smoke")
+  config.total_steps, config.log_every_steps = 3, 1
+  # Compile time dominates 3 tiny steps; all three processes skip XLA's optimizations alike.
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    two = _launch_two(tmp_path / "two", "--config.total_steps=3", "--config.log_every_steps=1",
+                      config="configs/moco_digits.py:smoke",
+                      env={"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+    one = tasks.run(config, tmp_path / "one")  # meanwhile, in this process on 8 devices
+    outs = _finish(two)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", False)
+  np.testing.assert_allclose(train_losses(tmp_path / "two"), train_losses(tmp_path / "one"),
+                             rtol=1e-5, atol=1e-6)
+  for out in outs:  # both processes computed the same monitor over the same 16 queries
+    assert f"'knn_acc': {one['knn_acc']}" in out
