@@ -15,14 +15,6 @@ from bf_jax.models.moco import build_moco, momentum_params
 from helpers import load_config, read_metrics
 
 
-@pytest.fixture
-def fast_compile():
-  """XLA's optimizations cost more compile time than they save in a few tiny steps."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
-
-
 def _np_info_nce(q, k, first, t):
   q = q / np.linalg.norm(q, axis=1, keepdims=True)
   k = k / np.linalg.norm(k, axis=1, keepdims=True)
