@@ -17,7 +17,8 @@ from bf_jax.models.resnet import build_resnet
 # torchvision / LDAM-DRW counts without the classifier (BatchNorm scale+bias included).
 PUBLISHED = {"resnet32": (463_504, 64), "resnet50": (23_508_032, 2048),
              "resnext50": (22_979_904, 2048), "resnet152": (58_143_808, 2048),
-             "resnet10": (4_905_792, 512)}
+             "resnet10": (4_905_792, 512), "resnet18": (11_176_512, 512),
+             "resnet18_cifar": (11_168_832, 512)}  # 11,173,962 with its usual 10-class head
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

@@ -181,6 +181,7 @@ class ResNet(nnx.Module):
 # name -> (block, depths, widths at width_mult 1, CIFAR stem, shortcut, groups, base width)
 ARCHS = {
     "resnet32": (BasicBlock, [5, 5, 5], [16, 32, 64], True, "A", 1, 64),
+    "resnet18": (BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], False, "B", 1, 64),
     "resnet18_cifar": (BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], True, "B", 1, 64),
     "resnet10": (BasicBlock, [1, 1, 1, 1], [64, 128, 256, 512], False, "B", 1, 64),
     "resnet50": (Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], False, "B", 1, 64),
