@@ -86,7 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.init = ml_collections.ConfigDict(dict(
       from_workdir="",  # a bf_jax workdir whose latest checkpoint provides the initial weights
       parts=("backbone",),  # top-level parameter groups taken from it
-      freeze_backbone=False))  # backbone fixed: no gradient, BatchNorm on running statistics
+      freeze_backbone=False,  # backbone fixed: no gradient, BatchNorm on running statistics
+      pretrained=""))  # .npz of a torchvision ResNet state_dict (ImageNet weights) for the backbone
 
   # task="moco": MoCo v3 pre-training (see bf_jax/contrastive.py for the pairings).
   c.moco = ml_collections.ConfigDict(dict(

@@ -110,6 +110,9 @@ def validate(cfg) -> None:
   _num(cfg, "bf.dropout", 0.0, 1.0)
   _num(cfg, "bf.lr_mult", 0.0)
   _num(cfg, "bf.wd_mult", 0.0)
+  if cfg.init.pretrained and (cfg.task != "classify" or cfg.model.experts):
+    _fail("init.pretrained", cfg.init.pretrained, "is for the single-backbone classifier "
+          "(task='classify', model.experts=0)")
   if cfg.task == "moco":
     _moco(cfg)
 

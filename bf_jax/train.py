@@ -15,6 +15,7 @@ from bf_jax import checkpointing, config_check, data, loop, losses, metrics, opt
 from bf_jax import sharding, steps, writers
 from bf_jax.data import pipeline
 from bf_jax.models.classifier import build_model, check_scope
+from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 
 log = logging.getLogger("bf_jax")
 
@@ -105,6 +106,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
                       local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
   graphdef, params, stats, other = steps.split_model(model)
+  if config.init.pretrained:  # ImageNet weights; a resumed run's checkpoint replaces them below
+    params["backbone"], stats["backbone"] = load_torchvision_resnet(
+        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
+    log.info("backbone initialized from %s", config.init.pretrained)
   frozen = ("backbone",) if config.init.freeze_backbone else ()
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
