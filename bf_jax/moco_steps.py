@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax.contrastive import moco_loss_rows
 from bf_jax.sharding import AXIS
-from bf_jax.steps import State
+from bf_jax.steps import State, apply_update
 
 
 def momentum_schedule(base: float, total_steps: int, cosine: bool) -> Callable:
@@ -84,17 +84,9 @@ def make_pretrain_step(graphdef: nnx.GraphDef, other: dict, m_graphdef: nnx.Grap
     loss, grads, stats, m_stats = sharded(state["params"], state["stats"], m_params,
                                           state["momentum"]["stats"], other, m_other,
                                           batch["image"], key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "momentum": m, "grad_norm": optax.tree.norm(grads),
-               "param_norm": optax.tree.norm(params)}
-    new_state = {"params": params, "stats": stats, "opt_state": opt_state,
-                 "momentum": {"params": m_params, "stats": m_stats}}
-    if skip_nonfinite:
-      ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
-      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-      metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
-    return new_state, metrics
+    return apply_update(tx, state, grads, loss,
+                        {"stats": stats, "momentum": {"params": m_params, "stats": m_stats}},
+                        {"momentum": m}, skip_nonfinite)
 
   return jax.jit(step, donate_argnums=(0,))
 

@@ -61,18 +61,30 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
     key = jax.random.fold_in(base_key, step)
     loss, acc, grads, stats = sharded(state["params"], state["stats"], other,
                                       batch["image"], batch["label"], key, step)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "train_acc": acc, "grad_norm": optax.tree.norm(grads),
-               "param_norm": optax.tree.norm(params)}
-    new_state = {"params": params, "stats": stats, "opt_state": opt_state}
-    if skip_nonfinite:
-      ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
-      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-      metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
-    return new_state, metrics
+    return apply_update(tx, state, grads, loss, {"stats": stats}, {"train_acc": acc},
+                        skip_nonfinite)
 
   return jax.jit(step, donate_argnums=(0,))
+
+
+def apply_update(tx: optax.GradientTransformation, state: State, grads: dict, loss: jax.Array,
+                 new_parts: dict, metrics: dict, skip_nonfinite: bool) -> tuple[State, dict]:
+  """The optimizer update every task's step ends with: new params and optimizer state, the
+  step's other new state parts (``new_parts``), and the metrics every loop logs.
+
+  ``skip_nonfinite``: a non-finite loss or gradient norm returns ``state`` unchanged (all of it)
+  and reports ``skipped`` = 1.
+  """
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads),
+             "param_norm": optax.tree.norm(params)}
+  new_state = {**new_parts, "params": params, "opt_state": opt_state}
+  if skip_nonfinite:
+    ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
+  return new_state, metrics
 
 
 def make_eval_step(graphdef: nnx.GraphDef, other: dict, num_classes: int,
