@@ -59,21 +59,13 @@ def knn_monitor(feature_step, state, dataset: Data, config, mesh) -> float:
                           dataset.num_classes, k=cfg.knn_k, temperature=cfg.knn_temperature)
 
 
-def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
-             stop_at: int | None = None) -> dict[str, Any]:
-  """Pre-trains the config in ``workdir`` (resuming if it holds a checkpoint).
-
-  Returns the step reached and the last kNN monitor accuracy (``knn_acc``).
-  """
-  # ---------------------------------------------------------------- config, mesh, data
-  mesh, dataset = prepare(config, devices)
-  workdir = epath.Path(workdir)
-
-  # ---------------------------------------------------------------- models, optimizer, steps
+def build(config, image_shape: tuple[int, ...], mesh: jax.sharding.Mesh):
+  """(state, train_step, feature_step, schedule): the online and momentum models, the optimizer
+  and the jitted steps, with the momentum parameters starting as a copy of the online ones."""
   local_batch = config.batch_size // mesh.devices.size
   online, momentum = build_moco(
       config.moco,
-      lambda rngs: build_backbone(config.model, dataset.image_shape, rngs),
+      lambda rngs: build_backbone(config.model, image_shape, rngs),
       lambda dim, rngs: build_batchformer(config.bf, dim, local_batch, rngs),
       config.seed)
   graphdef, params, stats, other = steps.split_model(online)
@@ -85,10 +77,24 @@ def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] 
   train_step = moco_steps.make_pretrain_step(
       graphdef, other, m_graphdef, m_other, tx, mesh, config.seed, config.moco,
       config.total_steps, skip_nonfinite=config.optim.skip_nonfinite > 0)
-  feature_step = moco_steps.make_feature_step(graphdef, other, mesh)
+  return state, train_step, moco_steps.make_feature_step(graphdef, other, mesh), schedule
+
+
+def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
+             stop_at: int | None = None) -> dict[str, Any]:
+  """Pre-trains the config in ``workdir`` (resuming if it holds a checkpoint).
+
+  Returns the step reached and the last kNN monitor accuracy (``knn_acc``).
+  """
+  # ---------------------------------------------------------------- config, mesh, data
+  mesh, dataset = prepare(config, devices)
+  workdir = epath.Path(workdir)
+
+  # ---------------------------------------------------------------- models, optimizer, steps
+  state, train_step, feature_step, schedule = build(config, dataset.image_shape, mesh)
   log.info("MoCo v3 %s + %s: %d trainable parameters on %d devices", config.model.name,
            "BatchFormer" if config.bf.enabled else "no BatchFormer",
-           sum(x.size for x in jax.tree.leaves(params)), mesh.devices.size)
+           sum(x.size for x in jax.tree.leaves(state["params"])), mesh.devices.size)
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)

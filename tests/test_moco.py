@@ -4,14 +4,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from bf_jax import config_check, contrastive, moco_steps, optim, sharding, steps, tasks
-from bf_jax.models.classifier import build_backbone, build_batchformer
-from bf_jax.models.moco import build_moco, momentum_params
+from bf_jax import config_check, contrastive, moco_steps, optim, pretrain, sharding, tasks
 from helpers import load_config, read_metrics
 
 
@@ -103,18 +100,7 @@ def _tiny_config(**moco):
 
 def _step_parts(config, devices, image_shape=(8, 8, 3)):
   mesh = sharding.make_mesh(devices)
-  online, momentum = build_moco(
-      config.moco, lambda rngs: build_backbone(config.model, image_shape, rngs),
-      lambda dim, rngs: build_batchformer(config.bf, dim, config.batch_size // len(devices), rngs),
-      config.seed)
-  graphdef, params, stats, other = steps.split_model(online)
-  m_graphdef, m_params, m_stats, m_other = steps.split_model(momentum)
-  tx, _ = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  state = sharding.replicate(
-      {"params": params, "stats": stats, "opt_state": tx.init(params),
-       "momentum": {"params": momentum_params(params, m_params), "stats": m_stats}}, mesh)
-  step = moco_steps.make_pretrain_step(graphdef, other, m_graphdef, m_other, tx, mesh,
-                                       config.seed, config.moco, config.total_steps)
+  state, step, _, _ = pretrain.build(config, image_shape, mesh)
   images = np.random.default_rng(0).normal(size=(config.batch_size, 2, *image_shape))
   batch = sharding.put_batch({"image": images.astype(np.float32)}, mesh)
   return state, step, batch
