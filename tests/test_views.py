@@ -183,3 +183,167 @@ def test_preprocess_two_view_of_float_images_goes_through_8_bit_pixels():
                          blur_probs=(0.0, 0.0))
   np.testing.assert_allclose(pair, want / 255.0, atol=1e-6)
   assert pair.shape == (2, 8, 8, 1) and np.ptp(pair[0]) == 0.0  # flat stays flat
+
+
+# DomainBed's training view and eval squash.
+
+
+def _domainbed(image, seed, size=32):
+  return views.domainbed_view(image, np.random.default_rng(seed), size)
+
+
+def _no_color(monkeypatch, calls=None):
+  """Jitter and grayscale become identities (recording jitter's draws), leaving crop and flip."""
+  def jitter(x, order, factors):
+    if calls is not None:
+      calls.append((np.array(order), np.array(factors)))
+    return x
+  monkeypatch.setattr(views, "_color_jitter", jitter)
+  monkeypatch.setattr(views, "_grayscale", lambda x: x)
+
+
+def _is_gray(x):
+  return np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2])
+
+
+@pytest.mark.parametrize("shape,size", [((375, 500, 3), 224), ((40, 100, 3), 48),
+                                        ((60, 45, 1), 32)])
+def test_domainbed_shape_and_dtype(shape, size):
+  out = _domainbed(_noise(shape), 0, size)
+  assert out.shape == (size, size, shape[-1]) and out.dtype == np.uint8
+
+
+def test_domainbed_rejects_images_without_one_or_three_channels():
+  for bad in (_noise((8, 8)), _noise((8, 8, 4))):
+    with pytest.raises(ValueError, match="domainbed_view .*C in \\(1, 3\\)"):
+      _domainbed(bad, 0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_domainbed_seeded_deterministic_and_seeds_differ(channels):
+  image = _noise((64, 80, channels))
+  a = _domainbed(image, 5)
+  np.testing.assert_array_equal(a, _domainbed(image, 5))
+  assert not np.array_equal(a, _domainbed(image, 6))
+
+
+def test_domainbed_crop_area_and_flip_rate(monkeypatch):
+  """With color off, ramps that encode x and y give the crop's width and height: one seed gives
+  one crop, and bilinear resizing keeps a ramp's slope away from the image border."""
+  _no_color(monkeypatch)
+  n, size = 60, 32
+  ramp = np.tile(np.arange(250, dtype=np.uint8), (250, 1))[..., None]  # value = column
+  fractions, flipped = [], 0
+  for seed in range(n):
+    along_x = _domainbed(ramp, seed, size)[..., 0].astype(float)
+    along_y = _domainbed(ramp.transpose(1, 0, 2).copy(), seed, size)[..., 0].astype(float)
+    slope_x = (along_x[:, 24] - along_x[:, 8]).mean() / 16  # crop width / size
+    slope_y = (along_y[24] - along_y[8]).mean() / 16
+    assert slope_y > 0  # flips are horizontal only
+    flipped += slope_x < 0
+    fractions.append(abs(slope_x) * slope_y * size ** 2 / 250 ** 2)
+  assert 0.68 <= min(fractions) and max(fractions) <= 1.02, (min(fractions), max(fractions))
+  assert min(fractions) < 0.8  # the draws do span the range: not always the whole image
+  assert 0.3 < flipped / n < 0.7, flipped
+
+
+def test_domainbed_jitter_always_runs_with_domainbed_ranges(monkeypatch):
+  calls = []
+  _no_color(monkeypatch, calls)
+  for seed in range(200):
+    _domainbed(_noise((20, 20, 3)), seed, 8)
+  assert len(calls) == 200  # p = 1: every view is jittered
+  orders, factors = np.stack([c[0] for c in calls]), np.stack([c[1] for c in calls])
+  assert (np.sort(orders, 1) == np.arange(4)).all()
+  assert (factors >= [0.7, 0.7, 0.7, -0.3]).all() and (factors <= [1.3, 1.3, 1.3, 0.3]).all()
+  assert (factors.min(0) < [0.75, 0.75, 0.75, -0.25]).all()  # and fill the ranges
+  assert (factors.max(0) > [1.25, 1.25, 1.25, 0.25]).all()
+
+
+def test_domainbed_color_always_changes_a_colorful_image(monkeypatch):
+  """Same seed with jitter and grayscale off gives the same crop and flip (draws come first), so
+  the real view always differing from it means color ops ran on every draw."""
+  image = _noise((40, 40, 3), seed=3)
+  real = [_domainbed(image, seed, 16) for seed in range(100)]
+  _no_color(monkeypatch)
+  for seed, view in enumerate(real):
+    assert np.abs(view.astype(int) - _domainbed(image, seed, 16)).max() > 2, seed
+
+
+def test_domainbed_brightness_range_on_a_constant_image():
+  """A flat gray image stays flat and gray under every op but brightness: 100 * U(0.7, 1.3)."""
+  image = np.full((30, 40, 3), 100, np.uint8)
+  values = []
+  for seed in range(200):
+    out = _domainbed(image, seed, 8)
+    assert (out == out[0, 0, 0]).all()
+    values.append(int(out[0, 0, 0]))
+  assert 70 <= min(values) < 76 and 124 < max(values) <= 130, (min(values), max(values))
+
+
+def test_domainbed_grayscale_rate():
+  """Saturation >= 0.7 never equalizes the channels of noise, so gray views are grayscale's
+  (p = 0.1): 400 draws, mean 40, sd 6; fixed seeds, so no flakes."""
+  image = _noise((24, 24, 3), seed=4)
+  gray = sum(_is_gray(_domainbed(image, seed, 8)) for seed in range(400))
+  assert 20 <= gray <= 60, gray
+
+
+def test_domainbed_one_channel():
+  image = _noise((30, 50, 1))
+  out = _domainbed(image, 0, 16)
+  assert out.shape == (16, 16, 1) and out.dtype == np.uint8
+  assert not np.array_equal(out, _domainbed(image, 1, 16))
+
+
+def test_resize_squash_keeps_the_whole_image():
+  from bf_jax.data import augment
+  halves = np.zeros((20, 40, 3), np.uint8)
+  halves[:, 20:] = 255
+  out = augment.resize_squash(halves, 16)
+  assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+  assert (out[:, :7] == 0).all() and (out[:, 9:] == 255).all()
+  assert (out[:, 7] < 128).all() and (out[:, 8] > 128).all()
+  edge = np.zeros((20, 40, 1), np.uint8)
+  edge[:, :5] = 255  # the left eighth: a central crop would drop it
+  squashed = augment.resize_squash(edge, 16)
+  assert squashed.shape == (16, 16, 1) and (squashed[:, 0] == 255).all()
+  assert (augment.resize_center_crop(edge, 16) == 0).all()
+
+
+def test_preprocess_eval_squash_differs_from_center_crop():
+  from bf_jax.data import augment, pipeline
+  image = _noise((30, 60, 3))
+  record = {"image": image, "label": 0}
+  kw = dict(mean=(0.5,) * 3, std=(0.25,) * 3, scale=255.0, augmentation="domainbed",
+            image_size=16)
+  squash = pipeline.Preprocess(**kw, eval_resize="squash")(record, None)
+  crop = pipeline.Preprocess(**kw)(record, None)
+  assert squash.shape == crop.shape == (16, 16, 3) and squash.dtype == np.float32
+  np.testing.assert_allclose(squash, (augment.resize_squash(image, 16) / 255.0 - 0.5) / 0.25,
+                             atol=1e-6)
+  assert np.abs(squash - crop).max() > 1.0
+  with pytest.raises(ValueError, match="'stretch'"):
+    pipeline.Preprocess(**kw, eval_resize="stretch")
+
+
+def test_preprocess_domainbed_train_gives_one_normalized_view():
+  from bf_jax.data import pipeline
+  image = _noise((40, 36, 3))
+  prep = pipeline.Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 255.0, "domainbed", 24,
+                             eval_resize="squash")
+  out = prep({"image": image, "label": 1}, np.random.default_rng(2))
+  assert out.shape == (24, 24, 3) and out.dtype == np.float32
+  raw = views.domainbed_view(image, np.random.default_rng(2), 24)
+  want = (raw / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_preprocess_domainbed_of_float_images_goes_through_8_bit_pixels():
+  from bf_jax.data import pipeline
+  image = np.full((8, 8, 1), 0.5, np.float32)
+  prep = pipeline.Preprocess((0.0,), (1.0,), 1.0, "domainbed")
+  out = prep({"image": image, "label": 0}, np.random.default_rng(0))
+  want = views.domainbed_view(np.full((8, 8, 1), 128, np.uint8), np.random.default_rng(0), 8)
+  assert out.shape == (8, 8, 1)
+  np.testing.assert_allclose(out, want / 255.0, atol=1e-6)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 TWO_VIEW = ("two_view", "two_view_noblur")  # MoCo v3's pair (blur off for 32x32 images)
-AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", *TWO_VIEW)
+AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", "domainbed", *TWO_VIEW)
 
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
@@ -61,6 +61,12 @@ def resize_center_crop(image_HxWxC: np.ndarray, size: int, crop_fraction: float 
   side = max(1, int(round(min(h, w) * crop_fraction)))
   top, left = (h - side) // 2, (w - side) // 2
   return _resize(image_HxWxC, (left, top, left + side, top + side), (size, size))
+
+
+def resize_squash(image_HxWxC: np.ndarray, size: int) -> np.ndarray:
+  """DomainBed's eval transform, Resize((size, size)): the whole image, aspect ratio not kept."""
+  h, w = image_HxWxC.shape[:2]
+  return _resize(image_HxWxC, (0, 0, w, h), (size, size))
 
 
 def color_jitter(image_HxWxC: np.ndarray, rng: np.random.Generator, strength: float = 0.4):

@@ -22,6 +22,7 @@ import numpy as np
 from bf_jax.data import augment, views
 
 Batch = dict[str, np.ndarray]
+EVAL_RESIZES = ("center_crop", "squash")  # ImageNet-style central crop; DomainBed's Resize((S, S))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,8 @@ class Preprocess:
   """How a record becomes a model input.
 
   ``image_size`` 0 keeps the stored size (CIFAR, digits); otherwise training crops with the
-  augmentation and eval takes a resized central crop (ImageNet-style sets).
+  augmentation and eval takes a resized central crop (ImageNet-style sets) or, with
+  ``eval_resize="squash"``, the whole image resized to image_size x image_size (DomainBed).
   """
   mean: tuple[float, ...]
   std: tuple[float, ...]
@@ -37,29 +39,44 @@ class Preprocess:
   augmentation: str = "none"
   image_size: int = 0
   crop_min: float = 0.08  # smallest area fraction of random resized crops
+  eval_resize: str = "center_crop"  # one of EVAL_RESIZES
+
+  def __post_init__(self):
+    if self.eval_resize not in EVAL_RESIZES:  # fail at construction, not at the first eval
+      raise ValueError(f"eval_resize={self.eval_resize!r} is unknown; choose one of "
+                       f"{EVAL_RESIZES}.")
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
     image = np.asarray(record["image"])
     if image.ndim == 2:
       image = image[..., None]
     if rng is None:
-      if self.image_size:
+      if self.image_size and self.eval_resize == "squash":
+        image = augment.resize_squash(image, self.image_size)
+      elif self.image_size:
         image = augment.resize_center_crop(image, self.image_size)
     elif self.augmentation == "crop_flip":
       image = augment.crop_flip(image, rng)
     elif self.augmentation in augment.TWO_VIEW:  # [2, H, W, C]: MoCo v3's asymmetric pair
       blur = (1.0, 0.1) if self.augmentation == "two_view" else (0.0, 0.0)
-      if self.scale != 255.0:  # the color ops work on 8-bit pixels (digits are floats in [0, 1])
-        image = np.round(np.asarray(image, np.float32) * (255.0 / self.scale)).astype(np.uint8)
-      pair = views.two_views(image, rng, self.image_size or image.shape[0], self.crop_min,
-                             blur_probs=blur)
+      pair = views.two_views(self._to_uint8(image), rng, self.image_size or image.shape[0],
+                             self.crop_min, blur_probs=blur)
       return augment.normalize(pair, self.mean, self.std, 255.0)
+    elif self.augmentation == "domainbed":
+      view = views.domainbed_view(self._to_uint8(image), rng, self.image_size or image.shape[0])
+      return augment.normalize(view, self.mean, self.std, 255.0)
     elif self.augmentation.startswith("inception"):
       image = augment.flip(augment.random_resized_crop(image, rng, self.image_size,
                                                        scale=(self.crop_min, 1.0)), rng)
       if self.augmentation == "inception_jitter":
         image = augment.color_jitter(image, rng)
     return augment.normalize(image, self.mean, self.std, self.scale)
+
+  def _to_uint8(self, image: np.ndarray) -> np.ndarray:
+    """8-bit pixels for the color ops (digits are floats in [0, 1])."""
+    if self.scale == 255.0:
+      return image
+    return np.round(np.asarray(image, np.float32) * (255.0 / self.scale)).astype(np.uint8)
 
 
 def _check_label(label: int, num_classes: int, where: str) -> int:
@@ -96,10 +113,13 @@ def _index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarr
 def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
                   num_classes: int, seed: int, start_step: int, process_index: int,
                   process_count: int, num_threads: int = 4, sampler: str = "instance",
-                  labels: np.ndarray | None = None) -> Iterator[Batch]:
+                  labels: np.ndarray | None = None,
+                  index_batches: grain.MapDataset | None = None) -> Iterator[Batch]:
   """Endless iterator of this process's part of each global training batch, from start_step.
 
   ``labels`` (aligned with ``indices``) are needed by the class-balanced sampler only.
+  ``index_batches`` (step -> the global batch's source indices) replaces the sampler, e.g. the
+  per-domain balanced batches of domain generalization.
   """
   local = batch_size // process_count
   lo = process_index * local
@@ -114,7 +134,9 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
                                  f"training example {int(global_idx[pos])}"))
     return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
-  ds = _index_stream(indices, seed, sampler, labels).batch(batch_size).map_with_index(load)
+  if index_batches is None:
+    index_batches = _index_stream(indices, seed, sampler, labels).batch(batch_size)
+  ds = index_batches.map_with_index(load)
   ds = ds[start_step:]
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                    prefetch_buffer_size=2 * num_threads)))

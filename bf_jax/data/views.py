@@ -17,6 +17,11 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as PIL's conv
 # ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1): factor ranges, in op order.
 JITTER_LOW = np.array([0.6, 0.6, 0.8, -0.1])
 JITTER_HIGH = np.array([1.4, 1.4, 1.2, 0.1])
+# DomainBed's ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.3), in op order.
+DOMAINBED_JITTER_LOW = np.array([0.7, 0.7, 0.7, -0.3])
+DOMAINBED_JITTER_HIGH = np.array([1.3, 1.3, 1.3, 0.3])
+DOMAINBED_CROP_SCALE = (0.7, 1.0)
+DOMAINBED_GRAY_PROB = 0.1
 
 
 def _put_where_equal(h: np.ndarray, t: np.ndarray, v: np.ndarray, channel: np.ndarray,
@@ -139,12 +144,38 @@ def _view(image_HxWxC: np.ndarray, rng: np.random.Generator, size: int, crop_min
   return x[:, ::-1] if flip_u < 0.5 else x
 
 
+def _check_image(image_HxWxC: np.ndarray, who: str) -> np.ndarray:
+  """The image as uint8 HxWxC; ValueError unless it has 1 or 3 channels."""
+  if image_HxWxC.ndim != 3 or image_HxWxC.shape[-1] not in (1, 3):
+    raise ValueError(f"{who} wants an HxWxC image with C in (1, 3), got {image_HxWxC.shape}.")
+  return np.asarray(image_HxWxC, np.uint8)
+
+
+def domainbed_view(image_HxWxC: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+  """-> uint8 [size, size, C]: DomainBed's training augmentation (torchvision semantics).
+
+  RandomResizedCrop(scale=(0.7, 1)), horizontal flip (p=0.5), ColorJitter(0.3, 0.3, 0.3, 0.3)
+  always, grayscale (p=0.1, RGB only). All draws precede the ops, in a fixed order, so a seed
+  pins the crop, coins and factors whatever the image.
+  """
+  image_HxWxC = _check_image(image_HxWxC, "domainbed_view")
+  x = augment.random_resized_crop(image_HxWxC, rng, size, scale=DOMAINBED_CROP_SCALE)
+  flip_u = rng.random()
+  order = rng.permutation(4)
+  factors = rng.uniform(DOMAINBED_JITTER_LOW, DOMAINBED_JITTER_HIGH)
+  gray_u = rng.random()
+  if flip_u < 0.5:
+    x = x[:, ::-1]
+  x = _color_jitter(x, order, factors)
+  if x.shape[-1] == 3 and gray_u < DOMAINBED_GRAY_PROB:
+    x = _grayscale(x)
+  return x
+
+
 def two_views(image_HxWxC: np.ndarray, rng: np.random.Generator, size: int, crop_min: float = 0.08,
               blur_probs: tuple[float, float] = (1.0, 0.1),
               solarize_probs: tuple[float, float] = (0.0, 0.2)) -> np.ndarray:
   """-> uint8 [2, size, size, C]: view 1 and view 2 of MoCo v3's asymmetric augmentation."""
-  if image_HxWxC.ndim != 3 or image_HxWxC.shape[-1] not in (1, 3):
-    raise ValueError(f"two_views wants an HxWxC image with C in (1, 3), got {image_HxWxC.shape}.")
-  image_HxWxC = np.asarray(image_HxWxC, np.uint8)
+  image_HxWxC = _check_image(image_HxWxC, "two_views")
   return np.stack([_view(image_HxWxC, rng, size, crop_min, blur_probs[i], solarize_probs[i])
                    for i in range(2)])
