@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -49,10 +49,15 @@ class Checkpointer:
   garbage collection never counts them and never removes the only good checkpoint.
   """
 
-  def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int):
+  def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int,
+               extras: Callable[[], tuple[dict, dict]] | None = None):
+    """``extras() -> (json_info, arrays)``: more run state saved with every checkpoint (e.g.
+    SWAD's averages); after a restore, ``restored_extras`` holds what was saved with it."""
     self.directory = _absolute(workdir) / "checkpoints"
     self.every_steps = every_steps
     self._keep = keep
+    self._extras = extras
+    self.restored_extras: tuple[dict, dict] | None = None
     self.manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -63,7 +68,8 @@ class Checkpointer:
     return ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "meta": ocp.JsonCheckpointHandler()})
+                       "meta": ocp.JsonCheckpointHandler(),
+                       "extra": ocp.StandardCheckpointHandler()})
 
   def due(self, step: int, final: bool = False) -> bool:
     """Whether the loop saves after ``step``: every ``every_steps`` steps and at the end."""
@@ -86,15 +92,35 @@ class Checkpointer:
             f"{name} is {theirs.get(name, 'absent')} there but {ours.get(name, 'absent')} here "
             f"({len(diff)} differences). Use a fresh --workdir, or the config that wrote it.")
 
-  def restore(self, step: int, target: dict) -> dict:
-    """Restores onto ``target``'s shapes and shardings after checking they match."""
+  def restore(self, step: int, target: dict,
+              extras_target: Callable[[dict], dict] | None = None) -> dict:
+    """Restores onto ``target``'s shapes and shardings after checking they match.
+
+    ``extras_target(json_info)`` gives the arrays' target of what ``extras`` saved (their
+    structure may depend on the info); the result lands in ``restored_extras``.
+    """
     self.check_compatible(step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    args = {"state": ocp.args.StandardRestore(abstract)}
+    info = None
+    if extras_target is not None:
+      meta = self.manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))["meta"]
+      info = meta.get("extras")
+      if info is None:
+        raise IncompatibleCheckpoint(
+            f"The checkpoint at {self.directory}/{step} holds no extra run state (written by "
+            f"another kind of run); use a fresh --workdir, or the config that wrote it.")
+      if meta.get("extra_arrays"):
+        args["extra"] = ocp.args.StandardRestore(
+            jax.tree.map(ocp.utils.to_shape_dtype_struct, extras_target(info)))
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    if extras_target is not None:
+      self.restored_extras = (info, restored["extra"] if "extra" in args else {})
     return restored["state"]
 
-  def restore_latest(self, target: dict) -> tuple[int, dict]:
+  def restore_latest(self, target: dict, extras_target: Callable[[dict], dict] | None = None
+                     ) -> tuple[int, dict]:
     """(step, state) of the newest readable checkpoint, or (0, target) when there is none.
 
     A checkpoint from another config is refused (IncompatibleCheckpoint), never skipped.
@@ -102,7 +128,7 @@ class Checkpointer:
     unreadable: list[tuple[int, str]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        state = self.restore(step, target)
+        state = self.restore(step, target, extras_target)
       except IncompatibleCheckpoint:
         raise
       except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds for bad bytes
@@ -140,8 +166,13 @@ class Checkpointer:
 
   def save(self, step: int, state: dict) -> bool:
     """Starts an async save of ``state`` as ``step`` (the loop checked it is finite)."""
+    items, meta = {"state": ocp.args.StandardSave(state)}, {"step": step}
+    if self._extras is not None:
+      meta["extras"], arrays = self._extras()
+      if arrays:
+        items["extra"], meta["extra_arrays"] = ocp.args.StandardSave(arrays), True
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"step": step})), force=True)
+        meta=ocp.args.JsonSave(meta), **items), force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """True on the step all processes agreed to save at after a SIGTERM (multi-process)."""

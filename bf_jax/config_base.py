@@ -37,7 +37,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with defaults; task configs override what they need."""
   c = ml_collections.ConfigDict()
-  c.task = "classify"  # "classify" (supervised, train.py) | "moco" (self-supervised, pretrain.py)
+  c.task = "classify"  # "classify" (train.py) | "moco" (pretrain.py) | "dg" (dg/sweep.py)
   c.seed = 0
   c.batch_size = 128  # global, over all devices of all processes
   c.eval_batch_size = 128
@@ -72,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
       head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)
-      experts=0))  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
+      experts=0,  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
+      freeze_bn=False))  # BatchNorm on running statistics in training (DomainBed's ResNets)
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",  # "sgd" | "adamw" | "lars"
@@ -97,6 +98,16 @@ def base_config() -> ml_collections.ConfigDict:
       momentum_bf="ema",  # "ema": the momentum model's own BatchFormer copy | "none"
       knn_k=200, knn_temperature=0.1,
       knn_bank=0, knn_queries=0))  # examples in the kNN bank (train) / queries (test); 0: all
+
+  # task="dg": DomainBed-style leave-one-domain-out (bf_jax/dg/); data.name a DG dataset
+  # prepared under data.data_dir (python -m bf_jax.data.domains prepare ...).
+  c.dg = ml_collections.ConfigDict(dict(
+      test_domains=(),  # held-out domains, one run each; (): every domain of the dataset
+      trial_seeds=(0,),  # one run per (test domain, trial seed): split, init, data order
+      holdout_fraction=0.2,  # of each domain, held out for model selection (and test_out)
+      batch_per_domain=32,  # batch_size must be this x (number of domains - 1)
+      algorithm="swad",  # "erm" | "swad" (ERM's selections are reported in both)
+      swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3))
 
   c.loss = ml_collections.ConfigDict(dict(
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"

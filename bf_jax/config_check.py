@@ -8,6 +8,7 @@ from bf_jax.batchformer import MODES
 from bf_jax.contrastive import PAIRINGS, terms
 from bf_jax.data import DATASETS
 from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
+from bf_jax.data.domains import DG_DATASETS
 from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.losses import LOSSES
@@ -46,7 +47,7 @@ def _get(cfg, dotted: str) -> Any:
   return cfg
 
 
-TASKS = ("classify", "moco")
+TASKS = ("classify", "moco", "dg")
 
 
 def validate(cfg) -> None:
@@ -60,7 +61,7 @@ def validate(cfg) -> None:
   _int(cfg, "log_every_steps", 1)
   _int(cfg, "ckpt.every_steps", 0)
   _int(cfg, "ckpt.keep", 1)
-  _choice(cfg, "data.name", DATASETS)
+  _choice(cfg, "data.name", DG_DATASETS if cfg.task == "dg" else DATASETS)
   _int(cfg, "data.num_classes", 2)
   _num(cfg, "data.imbalance", 1.0)
   _choice(cfg, "data.profile", PROFILES)
@@ -110,11 +111,56 @@ def validate(cfg) -> None:
   _num(cfg, "bf.dropout", 0.0, 1.0)
   _num(cfg, "bf.lr_mult", 0.0)
   _num(cfg, "bf.wd_mult", 0.0)
-  if cfg.init.pretrained and (cfg.task != "classify" or cfg.model.experts):
+  if cfg.init.pretrained and (cfg.task == "moco" or cfg.model.experts):
     _fail("init.pretrained", cfg.init.pretrained, "is for the single-backbone classifier "
-          "(task='classify', model.experts=0)")
+          "(task='classify' or 'dg', model.experts=0)")
   if cfg.task == "moco":
     _moco(cfg)
+  if cfg.task == "dg":
+    _dg(cfg)
+
+
+def _dg(cfg) -> None:
+  domains = DG_DATASETS[cfg.data.name].domains
+  if not cfg.data.data_dir:
+    _fail("data.data_dir", cfg.data.data_dir, f"must be the folder {cfg.data.name} was prepared "
+          f"in (python -m bf_jax.data.domains prepare --dataset {cfg.data.name} --root ... "
+          f"--out DIR)")
+  if cfg.data.num_classes != DG_DATASETS[cfg.data.name].num_classes:
+    _fail("data.num_classes", cfg.data.num_classes, f"must be "
+          f"{DG_DATASETS[cfg.data.name].num_classes} for {cfg.data.name}")
+  _int(cfg, "data.image_size", 1)  # the domains' images differ in size
+  unknown = [d for d in cfg.dg.test_domains if d not in domains]
+  if unknown:
+    _fail("dg.test_domains", tuple(cfg.dg.test_domains), f"names {unknown}, not domains of "
+          f"{cfg.data.name} {domains}")
+  if not cfg.dg.trial_seeds or any(not isinstance(s, int) or s < 0 for s in cfg.dg.trial_seeds):
+    _fail("dg.trial_seeds", tuple(cfg.dg.trial_seeds), "must be non-negative integers, e.g. "
+          "(0, 1, 2)")
+  _num(cfg, "dg.holdout_fraction", 0.0, 1.0, strict_low=True)
+  if cfg.dg.holdout_fraction >= 1.0:
+    _fail("dg.holdout_fraction", cfg.dg.holdout_fraction, "must be below 1")
+  _int(cfg, "dg.batch_per_domain", 1)
+  need = cfg.dg.batch_per_domain * (len(domains) - 1)
+  if cfg.batch_size != need:
+    _fail("batch_size", cfg.batch_size, f"must be dg.batch_per_domain x training domains = "
+          f"{cfg.dg.batch_per_domain} x {len(domains) - 1} = {need} (or change "
+          f"dg.batch_per_domain)")
+  _choice(cfg, "dg.algorithm", ("erm", "swad"))
+  if cfg.model.experts:
+    _fail("model.experts", cfg.model.experts, "must be 0 for task='dg'")
+  _int(cfg, "eval_every_steps", 1)  # model selection and SWAD's window need evaluations
+  if cfg.total_steps % cfg.eval_every_steps:
+    _fail("eval_every_steps", cfg.eval_every_steps, f"must divide total_steps="
+          f"{cfg.total_steps} (SWAD's segments are whole evaluation periods)")
+  if cfg.dg.algorithm == "swad":
+    _int(cfg, "dg.swad_n_converge", 1)
+    _int(cfg, "dg.swad_n_tolerance", 1)
+    _num(cfg, "dg.swad_tolerance_ratio", 0.0)
+    if not cfg.model.freeze_bn and cfg.model.name != "mlp":
+      _fail("model.freeze_bn", cfg.model.freeze_bn, "must be True with dg.algorithm='swad': "
+            "averaged weights need BatchNorm statistics of their own, which bf_jax does not "
+            "re-estimate; DomainBed/SWAD freeze BatchNorm too")
 
 
 def _moco(cfg) -> None:

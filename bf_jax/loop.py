@@ -91,11 +91,14 @@ def _window_scalars(window: list[dict]) -> dict[str, float]:
 
 def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iterator,
         train_step: Callable, evaluate: Callable, schedule, ckpt: checkpointing.Checkpointer,
-        writer: writers.MetricWriter) -> tuple[Any, int, Any]:
+        writer: writers.MetricWriter, on_step: Callable[[Any], None] | None = None
+        ) -> tuple[Any, int, Any]:
   """Steps from start_step to the end (or a preemption); returns the state, step, last eval.
 
   ``evaluate(state, step, selected) -> selected`` runs every ``config.eval_every_steps`` and at
   the end; what it returns is passed back to it next time (model selection) and returned here.
+  ``on_step(state)`` sees the state after every step, before that step's evaluation and save
+  (SWAD's dense averaging).
   """
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
   guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
@@ -107,6 +110,8 @@ def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iter
       state, step_metrics = train_step(state, batch, np.int32(step))
       window.append(step_metrics)
       step += 1
+      if on_step is not None:
+        on_step(state)
       final = step == config.total_steps
       # Every process asks every step: agreeing on the step to save is a collective.
       preempted = ckpt.reached_preemption(step) or preemption.requested or step == stop_at

@@ -89,20 +89,22 @@ def apply_update(tx: optax.GradientTransformation, state: State, grads: dict, lo
 
 def make_eval_step(graphdef: nnx.GraphDef, other: dict, num_classes: int,
                    mesh: jax.sharding.Mesh) -> Callable:
-  """(state, batch) -> per-class correct and total counts over the global batch (masked)."""
+  """(state, batch) -> per-class correct, total and summed cross-entropy over the global batch
+  (masked rows count nothing)."""
 
   def local(params, stats, other, images, labels, mask):
     model = nnx.merge(graphdef, params, stats, other)
-    pred = jnp.argmax(model.eval_logits(images), -1)
-    correct_K = jax.ops.segment_sum((pred == labels) * mask, labels, num_classes)
-    total_K = jax.ops.segment_sum(mask, labels, num_classes)
-    return jax.lax.psum(correct_K, AXIS), jax.lax.psum(total_K, AXIS)
+    logits = model.eval_logits(images).astype(jnp.float32)
+    pred = jnp.argmax(logits, -1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    sums = [jax.ops.segment_sum(x * mask, labels, num_classes) for x in (pred == labels, 1.0, ce)]
+    return tuple(jax.lax.psum(x, AXIS) for x in sums)
 
   sharded = jax.shard_map(local, mesh=mesh,
                           in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P(AXIS)),
-                          out_specs=(P(), P()))
+                          out_specs=(P(), P(), P()))
 
-  def step(state: State, batch: dict) -> tuple[jax.Array, jax.Array]:
+  def step(state: State, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return sharded(state["params"], state["stats"], other, batch["image"], batch["label"],
                    batch["mask"])
 

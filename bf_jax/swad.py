@@ -50,6 +50,7 @@ the committed window.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Any, Mapping, Sequence
@@ -335,3 +336,36 @@ class SwadAverager:
       self._treedef = jax.tree.structure(first)
     self._note_held()
     return self
+
+  def checkpoint_parts(self) -> tuple[dict, dict]:
+    """(JSON-able bookkeeping, {name: weight sum}): ``state_dict`` split for a checkpoint that
+    stores numbers as JSON and arrays as arrays. Each ``"sum"`` in the bookkeeping is replaced
+    by the name of its array."""
+    info, arrays = self.state_dict(), {}
+    entries = [("open", info["open"]), ("total", info["total"])]
+    entries += [(f"queue{i}", q) for i, q in enumerate(info["queue"])]
+    for name, entry in entries:
+      if "sum" in entry:
+        arrays[name] = entry.pop("sum")
+        entry["sum"] = name
+    return info, arrays
+
+  @staticmethod
+  def sum_names(info: Mapping[str, Any]) -> list[str]:
+    """The array names a ``checkpoint_parts`` bookkeeping refers to (to build a restore target)."""
+    entries = [info["open"], info["total"], *info["queue"]]
+    return [e["sum"] for e in entries if "sum" in e]
+
+  @classmethod
+  def from_checkpoint_parts(cls, info: Mapping[str, Any], arrays: Mapping[str, Any]
+                            ) -> SwadAverager:
+    """Inverse of ``checkpoint_parts``."""
+    state = copy.deepcopy(dict(info))
+    for entry in [state["open"], state["total"], *state["queue"]]:
+      if "sum" in entry:
+        if entry["sum"] not in arrays:
+          raise ValueError(f"swad: the checkpoint's bookkeeping names the weight sum "
+                           f"{entry['sum']!r} but its arrays hold {sorted(arrays)}; it is "
+                           f"damaged: resume from an older checkpoint or a fresh workdir.")
+        entry["sum"] = arrays[entry["sum"]]
+    return cls.from_state_dict(state)

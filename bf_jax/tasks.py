@@ -8,11 +8,15 @@ from typing import Any, Sequence
 import jax
 
 from bf_jax import pretrain, train
+from bf_jax.dg import sweep
 
 
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
         stop_at: int | None = None) -> dict[str, Any]:
-  """``task="classify"``: train.train_and_evaluate; ``task="moco"``: pretrain.pretrain."""
+  """``task="classify"``: train.train_and_evaluate; ``"moco"``: pretrain.pretrain; ``"dg"``:
+  dg.sweep.run (every leave-one-domain-out run of the config)."""
   if config.task == "moco":
     return pretrain.pretrain(config, workdir, devices, stop_at)
+  if config.task == "dg":
+    return sweep.run(config, workdir, devices, stop_at)
   return train.train_and_evaluate(config, workdir, devices, stop_at)

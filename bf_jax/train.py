@@ -29,7 +29,7 @@ def _evaluate(eval_step, state, dataset: data.Data, config, mesh,
   batches = pipeline.eval_batches(source, config.eval_batch_size, dataset.preprocess,
                                   dataset.num_classes, jax.process_index(), jax.process_count())
   for batch in batches:
-    c, t = eval_step(state, sharding.put_batch(batch, mesh))
+    c, t, _ = eval_step(state, sharding.put_batch(batch, mesh))
     correct_K += np.asarray(jax.device_get(c))
     total_K += np.asarray(jax.device_get(t))
   return correct_K, total_K
@@ -89,6 +89,14 @@ def prepare(config, devices: Sequence[jax.Device] | None = None
   return mesh, dataset
 
 
+def load_pretrained(config, params: dict, stats: dict) -> None:
+  """Puts ``init.pretrained`` (ImageNet weights, a torchvision .npz) into the backbone, if set."""
+  if config.init.pretrained:
+    params["backbone"], stats["backbone"] = load_torchvision_resnet(
+        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
+    log.info("backbone initialized from %s", config.init.pretrained)
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path,
                        devices: Sequence[jax.Device] | None = None,
                        stop_at: int | None = None) -> dict[str, Any]:
@@ -106,10 +114,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
                       local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
   graphdef, params, stats, other = steps.split_model(model)
-  if config.init.pretrained:  # ImageNet weights; a resumed run's checkpoint replaces them below
-    params["backbone"], stats["backbone"] = load_torchvision_resnet(
-        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
-    log.info("backbone initialized from %s", config.init.pretrained)
+  load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them below
   frozen = ("backbone",) if config.init.freeze_backbone else ()
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)

@@ -20,9 +20,10 @@ class Classifier(nnx.Module):
   """``train_logits`` runs the two-stream training path; ``eval_logits`` never touches ``bf``."""
 
   def __init__(self, backbone: nnx.Module, head: nnx.Module, bf: BatchFormer | None,
-               bf_mode: str, freeze_backbone: bool = False):
+               bf_mode: str, freeze_backbone: bool = False, freeze_bn: bool = False):
     self.backbone = backbone
     self.freeze_backbone = freeze_backbone
+    self.freeze_bn = freeze_bn  # BatchNorm on its running statistics, affine still trained
     self.bf = bf
     self.bf_mode = bf_mode
     self.head = head
@@ -32,8 +33,8 @@ class Classifier(nnx.Module):
     """Logits and labels of the training batch: 2B rows in 'shared' mode, B otherwise."""
     if self.freeze_backbone:  # classifier re-training: fixed features, running BN statistics
       feats_BxC = jax.lax.stop_gradient(self.backbone(images, train=False))
-    else:
-      feats_BxC = self.backbone(images, train=True)
+    else:  # the backbones' ``train`` flag only switches BatchNorm (they have no dropout)
+      feats_BxC = self.backbone(images, train=not self.freeze_bn)
     if self.bf is None:
       return self.head(feats_BxC), labels_B
     feats, labels = two_stream(feats_BxC, labels_B, self.bf, self.bf_mode, rngs=key)
@@ -106,4 +107,5 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   backbone = build_backbone(model_cfg, image_shape, rngs, axis_name)
   bf = build_batchformer(bf_cfg, backbone.feat_dim, local_batch, rngs, axis_name)
   head = build_head(model_cfg, backbone.feat_dim, num_classes, rngs)
-  return Classifier(backbone, head, bf, bf_cfg.mode, freeze_backbone)
+  return Classifier(backbone, head, bf, bf_cfg.mode, freeze_backbone,
+                    model_cfg.get("freeze_bn", False))
