@@ -249,3 +249,20 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path, f
   for key in ("first_step", "last_step", "val_loss", "test_in"):
     assert a["swad_eval"][key] == pytest.approx(b["swad_eval"][key], rel=1e-5)
   assert resumed["selections"]["swad"] == whole["selections"]["swad"]
+
+
+def test_rotated_digits_deals_disjoint_rotated_domains(tmp_path):
+  from sklearn.datasets import load_digits
+  from bf_jax.dg import digits
+
+  counts = digits.write_folders(tmp_path)
+  assert counts == {"rot0": 450, "rot30": 449, "rot60": 449, "rot90": 449}
+  files = {d: sorted(p.stem for p in (tmp_path / d).glob("*/*.png")) for d in counts}
+  assert sum(len(set(f)) for f in files.values()) == len(set().union(*map(set, files.values())))
+  i = int(files["rot90"][0])
+  label = next(p.parent.name for p in (tmp_path / "rot90").glob(f"*/{i}.png"))
+  assert int(label) == load_digits().target[i]
+  upright = Image.fromarray(np.round(load_digits().images[i] * (255 / 16)).astype(np.uint8))
+  upright = np.asarray(upright.resize((16, 16), Image.BILINEAR))
+  stored = np.asarray(Image.open(tmp_path / "rot90" / label / f"{i}.png"))
+  np.testing.assert_array_equal(stored, np.rot90(upright))  # a quarter turn, counter-clockwise

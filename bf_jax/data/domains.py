@@ -71,6 +71,8 @@ DG_DATASETS: dict[str, DomainSetInfo] = {
                                       "location_100"), 10),
     "domain_net": DomainSetInfo(("clipart", "infograph", "painting", "quickdraw", "real",
                                  "sketch"), 345),
+    # The embedded digits, rotated per domain (RotatedMNIST-style; bf_jax/dg/digits.py writes it).
+    "rotated_digits": DomainSetInfo(("rot0", "rot30", "rot60", "rot90"), 10),
 }
 
 
