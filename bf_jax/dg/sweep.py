@@ -64,8 +64,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   table = tabulate(results, [d for d in domains if d in test_domains])
   text = format_table(table, title=f"{config.data.name}, {config.model.name}, "
                       f"{'+ BatchFormer' if config.bf.enabled else 'no BatchFormer'}")
-  print(text, flush=True)
   if jax.process_index() == 0:
+    print(text, flush=True)
     out = epath.Path(workdir)
     (out / "results.json").write_text(json.dumps(
         {**table, "runs": [{k: v for k, v in r.items() if k != "history"} for r in results]},
