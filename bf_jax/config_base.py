@@ -37,7 +37,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with defaults; task configs override what they need."""
   c = ml_collections.ConfigDict()
-  c.task = "classify"  # "classify" (train.py) | "moco" (pretrain.py) | "dg" (dg/sweep.py)
+  c.task = "classify"  # "classify" (train.py) | "moco" (pretrain.py) | "dg" (dg/) | "czsl" (czsl/)
   c.seed = 0
   c.batch_size = 128  # global, over all devices of all processes
   c.eval_batch_size = 128
@@ -81,7 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
       trust_coefficient=0.001,  # LARS only
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
       step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0,
-      skip_nonfinite=0))  # 0: a NaN/Inf loss stops the run; N: skip such steps, stop after N in a row
+      skip_nonfinite=0,  # 0: a NaN/Inf loss stops the run; N: skip such steps, stop after N in a row
+      backbone_lr_mult=1.0))  # the backbone's lr x this (a fine-tuned extractor, e.g. 0.1)
 
   # Decoupled second stage: start from another run's weights, optionally with the backbone frozen.
   c.init = ml_collections.ConfigDict(dict(
@@ -108,6 +109,18 @@ def base_config() -> ml_collections.ConfigDict:
       batch_per_domain=32,  # batch_size must be this x (number of domains - 1)
       algorithm="swad",  # "erm" | "swad" (ERM's selections are reported in both)
       swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3))
+
+  # task="czsl": closed-world compositional zero-shot learning (bf_jax/czsl/); data.name a CZSL
+  # dataset prepared under data.data_dir (python -m bf_jax.czsl.data prepare ...).
+  c.czsl = ml_collections.ConfigDict(dict(
+      model="cge",  # "cge" (graph convolution over attrs/objs/pairs) | "compcos"
+      emb_dim=512,  # joint image / pair embedding width
+      hidden=4096,  # CGE: GCN hidden width; CompCos: primitive embedding width without vectors
+      img_layers=2,  # image embedder MLP depth
+      word_vectors="",  # GloVe-style text file for the node / primitive embeddings; "": learned
+      temperature=0.05,  # CompCos: cosine logits / temperature
+      epochs=0,  # > 0: total_steps = epochs x training images / batch_size, set at the start
+      eval_every_epochs=1))  # with epochs > 0: eval_every_steps in epochs
 
   c.loss = ml_collections.ConfigDict(dict(
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"

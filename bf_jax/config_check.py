@@ -6,6 +6,7 @@ from typing import Any
 
 from bf_jax.batchformer import MODES
 from bf_jax.contrastive import PAIRINGS, terms
+from bf_jax.czsl.data import CZSL_DATASETS
 from bf_jax.data import DATASETS
 from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
 from bf_jax.data.domains import DG_DATASETS
@@ -47,7 +48,7 @@ def _get(cfg, dotted: str) -> Any:
   return cfg
 
 
-TASKS = ("classify", "moco", "dg")
+TASKS = ("classify", "moco", "dg", "czsl")
 
 
 def validate(cfg) -> None:
@@ -61,7 +62,7 @@ def validate(cfg) -> None:
   _int(cfg, "log_every_steps", 1)
   _int(cfg, "ckpt.every_steps", 0)
   _int(cfg, "ckpt.keep", 1)
-  _choice(cfg, "data.name", DG_DATASETS if cfg.task == "dg" else DATASETS)
+  _choice(cfg, "data.name", {"dg": DG_DATASETS, "czsl": CZSL_DATASETS}.get(cfg.task, DATASETS))
   _int(cfg, "data.num_classes", 2)
   _num(cfg, "data.imbalance", 1.0)
   _choice(cfg, "data.profile", PROFILES)
@@ -112,12 +113,33 @@ def validate(cfg) -> None:
   _num(cfg, "bf.lr_mult", 0.0)
   _num(cfg, "bf.wd_mult", 0.0)
   if cfg.init.pretrained and (cfg.task == "moco" or cfg.model.experts):
-    _fail("init.pretrained", cfg.init.pretrained, "is for the single-backbone classifier "
-          "(task='classify' or 'dg', model.experts=0)")
+    _fail("init.pretrained", cfg.init.pretrained, "is for a single ResNet backbone "
+          "(task='classify', 'dg' or 'czsl', model.experts=0)")
   if cfg.task == "moco":
     _moco(cfg)
   if cfg.task == "dg":
     _dg(cfg)
+  if cfg.task == "czsl":
+    _czsl(cfg)
+  _num(cfg, "optim.backbone_lr_mult", 0.0)
+
+
+def _czsl(cfg) -> None:
+  if not cfg.data.data_dir:
+    _fail("data.data_dir", cfg.data.data_dir, f"must be the folder {cfg.data.name} was prepared "
+          f"in (python -m bf_jax.czsl.data prepare --dataset {cfg.data.name} --root ... --out DIR)")
+  _int(cfg, "data.image_size", 1)  # the images differ in size
+  _choice(cfg, "czsl.model", ("cge", "compcos"))
+  for name in ("emb_dim", "hidden", "img_layers"):
+    _int(cfg, f"czsl.{name}", 1)
+  _num(cfg, "czsl.temperature", 0.0, strict_low=True)
+  _int(cfg, "czsl.epochs", 0)
+  _int(cfg, "czsl.eval_every_epochs", 1)
+  if cfg.loss.name != "ce":
+    _fail("loss.name", cfg.loss.name, "must be 'ce' for task='czsl' (cross-entropy over the seen "
+          "pairs)")
+  if cfg.model.experts:
+    _fail("model.experts", cfg.model.experts, "must be 0 for task='czsl'")
 
 
 def _dg(cfg) -> None:

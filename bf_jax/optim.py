@@ -1,7 +1,8 @@
 """Optimizer and learning-rate schedule from the config (optax).
 
 BatchFormer parameters (the top-level ``bf`` subtree) get their own learning-rate and
-weight-decay multipliers (``bf.lr_mult``, ``bf.wd_mult``; upstream commonly used 0.1x lr).
+weight-decay multipliers (``bf.lr_mult``, ``bf.wd_mult``; upstream commonly used 0.1x lr); the
+``backbone`` subtree its own learning-rate multiplier (``optim.backbone_lr_mult``).
 """
 
 from __future__ import annotations
@@ -59,9 +60,18 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
   txs = {"default": _base(optim_cfg, schedule, optim_cfg.weight_decay),
          "bf": _base(optim_cfg, bf_schedule, optim_cfg.weight_decay * bf_cfg.wd_mult),
          "frozen": optax.set_to_zero()}
+  # Only when used: the group is part of the optimizer state, which checkpoints must match.
+  backbone_mult = optim_cfg.get("backbone_lr_mult", 1.0)
+  if backbone_mult != 1.0:  # a fine-tuned feature extractor (CZSL: 5e-6 against 5e-5)
+    txs["backbone"] = _base(optim_cfg, build_schedule(optim_cfg, total_steps, backbone_mult),
+                            optim_cfg.weight_decay)
 
   def label(k: str) -> str:
-    return "frozen" if k in frozen else "bf" if k == "bf" else "default"
+    if k in frozen:
+      return "frozen"
+    if k == "backbone" and "backbone" in txs:
+      return "backbone"
+    return "bf" if k == "bf" else "default"
 
   def labels(params: dict[str, Any]) -> dict[str, Any]:
     return {k: _fill(v, label(k)) for k, v in params.items()}

@@ -24,13 +24,14 @@ def _save(fig, path: str | pathlib.Path) -> None:
   epath.Path(path).write_bytes(png.getvalue())
 
 
-def plot_curves(runs: dict[str, tuple[list[int], list[float]]], path: str | pathlib.Path,
-                ylabel: str, title: str) -> None:
-  """``runs``: label -> (steps, values in [0, 1]); one line each, in percent; writes a PNG."""
+def plot_curves(runs: dict[str, tuple[list[float], list[float]]], path: str | pathlib.Path,
+                ylabel: str, title: str, xlabel: str = "step", x_scale: float = 1.0) -> None:
+  """``runs``: label -> (x, values in [0, 1]); one line each, values in percent, x times
+  ``x_scale``; writes a PNG."""
   fig, ax = _pyplot().subplots(figsize=(6, 3.8), dpi=120)
-  for label, (steps, values) in runs.items():
-    ax.plot(steps, 100 * np.asarray(values), marker="o", label=label)
-  ax.set_xlabel("step")
+  for label, (xs, values) in runs.items():
+    ax.plot(x_scale * np.asarray(xs), 100 * np.asarray(values), marker="o", label=label)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)

@@ -28,3 +28,40 @@ def read_metrics(workdir) -> list[dict]:
 
 def train_losses(workdir) -> list[float]:
   return [m["train/loss"] for m in read_metrics(workdir) if "train/loss" in m]
+
+
+# A learnable compositional toy: the attribute is a colour tint, the object a pattern.
+CZSL_TRAIN = [("red", "bars"), ("red", "dots"), ("green", "dots"), ("green", "plain"),
+              ("blue", "bars"), ("blue", "plain")]
+CZSL_VAL = [("red", "bars"), ("green", "plain"), ("red", "plain")]  # red plain unseen
+CZSL_TEST = [("blue", "plain"), ("red", "dots"), ("blue", "dots"), ("green", "bars")]
+
+
+def make_czsl_toy(root: pathlib.Path, per_pair: int = 6, size: int = 12, seed: int = 0) -> None:
+  """The czsl layout (images/, compositional-split-natural/*_pairs.txt, metadata JSON) of the
+  toy above, ``per_pair`` images per pair and split."""
+  import numpy as np
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+  colours, patterns = {"red": 0, "green": 1, "blue": 2}, ("bars", "dots", "plain")
+  split_dir = root / "compositional-split-natural"
+  split_dir.mkdir(parents=True)
+  records = []
+  for split, pairs in (("train", CZSL_TRAIN), ("val", CZSL_VAL), ("test", CZSL_TEST)):
+    (split_dir / f"{split}_pairs.txt").write_text("".join(f"{a} {o}\n" for a, o in pairs))
+    for a, o in pairs:
+      folder = root / "images" / f"{a}_{o}"
+      folder.mkdir(parents=True, exist_ok=True)
+      for k in range(per_pair):
+        img = np.full((size, size, 3), 40, np.int64)
+        img[..., colours[a]] = 170
+        if o == "bars":
+          img[:, ::3] = 250
+        elif o == "dots":
+          img[::3, ::3] = 250
+        img += rng.integers(-15, 15, img.shape)
+        name = f"{split}_{k}.png"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name)
+        records.append({"image": f"{a}_{o}/{name}", "attr": a, "obj": o, "set": split})
+  (root / "metadata_compositional-split-natural.json").write_text(json.dumps(records))

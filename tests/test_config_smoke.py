@@ -3,6 +3,7 @@
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -12,9 +13,11 @@ from PIL import Image
 from bf_jax import config_check, tasks
 from bf_jax import data
 from bf_jax.data import domains, pipeline
+from bf_jax.czsl import data as czsl_data
+from bf_jax.czsl.train import build_czsl_model
 from bf_jax.dg import data as dg_data
 from bf_jax.dg import sweep
-from helpers import ROOT, config_module, train_losses
+from helpers import ROOT, config_module, make_czsl_toy, train_losses
 
 SMOKE_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -59,6 +62,10 @@ DG_TRAINED = ("dg_pacs", "dg_rotated_digits")
 # Configs whose model another smoke trains (RIDE ResNet-50: imagenet_lt_ride_r50, 90-110 s of
 # compiling here); they check config, data and first batch.
 DATA_ONLY = ("inat18_ride_r50",)
+# The CZSL configs share one recipe (bf_jax/czsl/recipe.py): MIT-States CGE trains end to end;
+# the others check config, data, model construction and first batch (CompCos trains in
+# tests/test_czsl_train.py).
+CZSL_TRAINED = "czsl_mit_states_cge"
 BIG = ("resnet50", "resnet152", "resnext50")
 
 
@@ -78,6 +85,14 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
       return
     mock = contextlib.nullcontext()  # batches of k x (domains - 1): 1 or 2 devices
     devices = jax.devices()[:1 if config.model.name.startswith("resnet") else 2]
+  elif config.task == "czsl":
+    make_czsl_toy(tmp_path / "raw")
+    czsl_data.prepare(config.data.name, tmp_path / "raw", tmp_path / "data")
+    config.data.data_dir = str(tmp_path / "data")
+    if path.stem != CZSL_TRAINED:
+      _check_czsl_data(config)
+      return
+    mock, devices = contextlib.nullcontext(), jax.devices()[:1]
   elif config.data.name in ("imagenet_lt", "places_lt"):
     mock = _split_file_mock(tmp_path, config)
   elif config.data.name == "digits":
@@ -87,7 +102,7 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
                                   policy=tfds.testing.MockPolicy.USE_CODE)
   # ImageNet-size backbones on one device: 8 emulated devices triple their CPU step time here,
   # and the multi-device path is covered by the smaller configs.
-  if config.task != "dg":
+  if config.task not in ("dg", "czsl"):
     devices = jax.devices()[:1] if big else None
   if path.stem in DATA_ONLY:
     with mock:
@@ -101,6 +116,10 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
       result = tasks.run(config, tmp_path / "run", devices=devices)
   finally:
     jax.config.update("jax_disable_most_optimizations", False)
+  if config.task == "czsl":
+    assert result["step"] == 2 and 0.0 <= result["AUC"] <= 1.0
+    assert all(np.isfinite(train_losses(tmp_path / "run")))
+    return
   if config.task == "dg":
     run_dir = sweep.run_dir(tmp_path / "run", config.dg.test_domains[0], 0)
     assert 0.0 <= result["selections"]["swad"]["avg"]["mean"] <= 100.0
@@ -137,3 +156,18 @@ def _check_data(config) -> None:
       dataset.num_classes, 0, 0, 0, 1))
   assert batch["image"].shape == (config.batch_size, *dataset.image_shape)
   assert ((0 <= batch["label"]) & (batch["label"] < config.data.num_classes)).all()
+
+
+def _check_czsl_data(config) -> None:
+  """The config validates, its data loads, its model builds and its first batch has pair labels."""
+  config_check.validate(config)
+  run = czsl_data.load_czsl(config.data.name, config.data.data_dir)
+  size = config.data.image_size
+  model = build_czsl_model(config, run, (size, size, 3), config.batch_size, config.seed)
+  assert model.head(jnp.zeros((2, model.backbone.feat_dim))).shape == (2, len(run.pairs.pairs))
+  preprocess = pipeline.Preprocess((0.5,) * 3, (0.25,) * 3, 255.0, config.data.augment, size)
+  batch = next(pipeline.train_batches(run.sources["train"], np.arange(len(run.sources["train"])),
+                                      config.batch_size, preprocess, len(run.pairs.pairs), 0, 0,
+                                      0, 1))
+  assert batch["image"].shape == (config.batch_size, size, size, 3)
+  assert run.pairs.seen_mask[batch["label"]].all()  # training images are of seen pairs

@@ -139,7 +139,8 @@ def _scan(root: pathlib.Path, info: DomainSetInfo,
   return classes, files
 
 
-def _load_image(path: pathlib.Path, image_size: int | None):
+def load_image(path: pathlib.Path, image_size: int | None):
+  """Pillow RGB image of ``path``; with ``image_size``, bicubic-resized so the shorter side is it."""
   from PIL import Image
 
   try:
@@ -160,7 +161,8 @@ def _load_image(path: pathlib.Path, image_size: int | None):
   return image
 
 
-def _encode(image, image_format: str) -> bytes:
+def encode_image(image, image_format: str) -> bytes:
+  """PNG or JPEG (quality ``JPEG_QUALITY``, 4:4:4) bytes of a Pillow image."""
   buf = io.BytesIO()
   if image_format == "png":
     image.save(buf, format="PNG")
@@ -229,9 +231,9 @@ def prepare(name: str, root: str | os.PathLike, out_dir: str | os.PathLike,
     try:
       for label, class_files in enumerate(files[d]):
         for path in class_files:
-          image = _load_image(path, image_size)
+          image = load_image(path, image_size)
           writer.write(encode_record(label, f"{classes[label]}/{path.name}",
-                                     _encode(image, image_format)))
+                                     encode_image(image, image_format)))
           labels.append(label)
     except BaseException:
       writer.close()
