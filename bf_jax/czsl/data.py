@@ -55,7 +55,8 @@ SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT = "compositional-split-natural"
 # Registry name -> the dataset's conventional folder name (as the czsl download script makes it).
 CZSL_DATASETS: dict[str, str] = {"mit_states": "mit-states", "ut_zappos": "ut-zap50k",
-                                 "cgqa": "cgqa"}
+                                 "cgqa": "cgqa",
+                                 "colored_digits": "colored-digits"}  # bf_jax/czsl/digits.py
 _CONVERTER = "tools/czsl_metadata_to_json.py"
 _DROP_REASONS = ("set", "attr_na", "pair_unlisted", "pair_other_split")
 
