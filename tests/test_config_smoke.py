@@ -62,10 +62,10 @@ DG_TRAINED = ("dg_pacs", "dg_rotated_digits")
 # Configs whose model another smoke trains (RIDE ResNet-50: imagenet_lt_ride_r50, 90-110 s of
 # compiling here); they check config, data and first batch.
 DATA_ONLY = ("inat18_ride_r50",)
-# The CZSL configs share one recipe (bf_jax/czsl/recipe.py): MIT-States CGE trains end to end;
-# the others check config, data, model construction and first batch (CompCos trains in
-# tests/test_czsl_train.py).
-CZSL_TRAINED = "czsl_mit_states_cge"
+# The ResNet CZSL configs share one recipe (bf_jax/czsl/recipe.py): MIT-States CGE trains end to
+# end, the others check config, data, model construction and first batch (CompCos trains in
+# tests/test_czsl_train.py); the CPU colored-digits config trains too.
+CZSL_TRAINED = ("czsl_mit_states_cge", "czsl_colored_digits")
 BIG = ("resnet50", "resnet152", "resnext50")
 
 
@@ -89,10 +89,11 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
     make_czsl_toy(tmp_path / "raw")
     czsl_data.prepare(config.data.name, tmp_path / "raw", tmp_path / "data")
     config.data.data_dir = str(tmp_path / "data")
-    if path.stem != CZSL_TRAINED:
+    if path.stem not in CZSL_TRAINED:
       _check_czsl_data(config)
       return
-    mock, devices = contextlib.nullcontext(), jax.devices()[:1]
+    mock = contextlib.nullcontext()
+    devices = jax.devices()[:1 if config.model.name.startswith("resnet") else 2]
   elif config.data.name in ("imagenet_lt", "places_lt"):
     mock = _split_file_mock(tmp_path, config)
   elif config.data.name == "digits":

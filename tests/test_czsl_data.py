@@ -240,3 +240,24 @@ def test_converter_main_with_a_stub_torch(tmp_path, monkeypatch, capsys):
     conv.main([str(t7)])
   with pytest.raises(SystemExit, match="does not exist"):
     conv.main([str(tmp_path / "missing.t7")])
+
+
+def test_colored_digits_pairs_and_images(tmp_path):
+  from bf_jax.czsl import digits
+
+  pairs = digits.split_pairs()
+  seen = set(pairs["train"])
+  unseen_val = [p for p in pairs["val"] if p not in seen]
+  unseen_test = [p for p in pairs["test"] if p not in seen]
+  assert (len(seen), len(unseen_val), len(unseen_test)) == (28, 6, 6)
+  assert not set(unseen_val) & set(unseen_test)
+  assert {a for a, _ in seen} == set(digits.COLORS) and {o for _, o in seen} == set(digits.DIGITS)
+  counts = digits.write_folders(tmp_path)
+  records = json.loads((tmp_path / f"metadata_{SPLIT}.json").read_text())
+  assert sum(counts.values()) == len(records)
+  for r in records[:50]:  # each image is its digit, tinted with its colour
+    assert (r["attr"], r["obj"]) in set(pairs[r["set"]])
+    pixels = np.asarray(Image.open(tmp_path / "images" / r["image"]), np.float32)
+    channel_means = pixels.reshape(-1, 3).mean(0)
+    strongest = {"red": 0, "green": 1, "blue": 2, "yellow": 0}[r["attr"]]
+    assert channel_means.argmax() == strongest
