@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
       scope="global",  # "global" | "device" | a group size such as "16"
       mode="shared",  # "shared" (two streams, shared head) | "bf_only"
       num_layers=1, num_heads=4, dropout=0.5,
-      lr_mult=1.0, wd_mult=1.0))
+      lr_mult=1.0, wd_mult=1.0,
+      insert_after=(),  # ViTs (BatchFormerV2): blocks after which a layer acts, e.g. (8,)
+      shared_layers=True))  # ViTs: one layer for every insertion point, or one each
 
   c.data = ml_collections.ConfigDict(dict(
       name="digits", num_classes=10,
@@ -64,16 +66,19 @@ def base_config() -> ml_collections.ConfigDict:
       image_size=0,  # 0: the dataset's default (as stored; 224 for ImageNet-style sets)
       data_dir="", train_split="train", eval_split="test",
       val_split="",  # TFDS split for best-on-val model selection; "" for none
-      train_list="", val_list="", test_list=""))  # split files (ImageNet-LT, Places-LT)
+      train_list="", val_list="", test_list="",  # split files (ImageNet-LT, Places-LT)
+      mixup=0.0, cutmix=0.0, mix_switch_prob=0.5,  # on device (data/mixup.py); alpha 0: off
+      label_smoothing=0.0))
 
   c.model = ml_collections.ConfigDict(dict(
-      name="mlp",  # "mlp" | "cnn" | any ResNet of bf_jax.models.resnet.ARCHS, e.g. "resnet50"
+      name="mlp",  # "mlp" | "cnn" | a ResNet of models/resnet.py ARCHS | a ViT of models/vit.py
       width=128, depth=2,  # mlp / cnn only
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
       head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)
       experts=0,  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
-      freeze_bn=False))  # BatchNorm on running statistics in training (DomainBed's ResNets)
+      freeze_bn=False,  # BatchNorm on running statistics in training (DomainBed's ResNets)
+      patch=16, drop_path=0.0))  # ViTs (model.name deit_tiny | deit_small | deit_base)
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",  # "sgd" | "adamw" | "lars"

@@ -14,6 +14,7 @@ from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.losses import LOSSES
 from bf_jax.models.classifier import BACKBONES, HEADS
+from bf_jax.models.vit import VIT_ARCHS
 from bf_jax.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -115,6 +116,20 @@ def validate(cfg) -> None:
   if cfg.init.pretrained and (cfg.task == "moco" or cfg.model.experts):
     _fail("init.pretrained", cfg.init.pretrained, "is for a single ResNet backbone "
           "(task='classify', 'dg' or 'czsl', model.experts=0)")
+  for name in ("data.mixup", "data.cutmix", "data.label_smoothing"):
+    _num(cfg, name, 0.0)
+  _num(cfg, "data.mix_switch_prob", 0.0, 1.0)
+  if cfg.data.label_smoothing >= 1.0:
+    _fail("data.label_smoothing", cfg.data.label_smoothing, "must be below 1")
+  mixing = cfg.data.mixup or cfg.data.cutmix or cfg.data.label_smoothing
+  if mixing and (cfg.task != "classify" or cfg.loss.name != "ce"):
+    _fail("data.mixup", cfg.data.mixup, "(and cutmix, label_smoothing) make soft targets, which "
+          "only task='classify' with loss.name='ce' takes; set them to 0")
+  if cfg.model.name in VIT_ARCHS:
+    _vit(cfg)
+  elif tuple(cfg.bf.insert_after):
+    _fail("bf.insert_after", tuple(cfg.bf.insert_after), "places BatchFormerV2 inside a ViT; "
+          f"model.name={cfg.model.name!r} uses the V1 layer on pooled features: set it to ()")
   if cfg.task == "moco":
     _moco(cfg)
   if cfg.task == "dg":
@@ -122,6 +137,29 @@ def validate(cfg) -> None:
   if cfg.task == "czsl":
     _czsl(cfg)
   _num(cfg, "optim.backbone_lr_mult", 0.0)
+
+
+def _vit(cfg) -> None:
+  depth = VIT_ARCHS[cfg.model.name][1]
+  _int(cfg, "model.patch", 1)
+  _num(cfg, "model.drop_path", 0.0, 1.0)
+  if cfg.model.drop_path >= 1.0:
+    _fail("model.drop_path", cfg.model.drop_path, "must be below 1")
+  if cfg.task != "classify" or cfg.model.experts:
+    _fail("model.name", cfg.model.name, "(a ViT) is for task='classify' without experts")
+  points = tuple(cfg.bf.insert_after)
+  if cfg.bf.enabled and not points:
+    _fail("bf.insert_after", points, f"must name the blocks (0..{depth - 1}) after which "
+          f"BatchFormerV2 acts in {cfg.model.name}, e.g. (8,) or tuple(range({depth})); or set "
+          f"bf.enabled=False")
+  bad = [i for i in points if not isinstance(i, int) or not 0 <= i < depth]
+  if bad or len(set(points)) != len(points):
+    _fail("bf.insert_after", points, f"must be distinct block indices in 0..{depth - 1}")
+  if cfg.bf.enabled and cfg.bf.mode != "shared":
+    _fail("bf.mode", cfg.bf.mode, "must be 'shared' for a ViT (the V2 streams share the head)")
+  if cfg.init.pretrained or cfg.init.freeze_backbone:
+    _fail("init.pretrained", cfg.init.pretrained, "(and init.freeze_backbone) are for ResNet "
+          "backbones, not a ViT")
 
 
 def _czsl(cfg) -> None:

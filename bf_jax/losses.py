@@ -20,6 +20,10 @@ LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def cross_entropy(logits_NxK: jax.Array, labels_N: jax.Array) -> jax.Array:
+  """Per-row cross-entropy; ``labels`` are class indices [N] or soft targets [N, K] (Mixup,
+  label smoothing)."""
+  if labels_N.ndim == logits_NxK.ndim:
+    return optax.softmax_cross_entropy(logits_NxK.astype(jnp.float32), labels_N)
   return optax.softmax_cross_entropy_with_integer_labels(logits_NxK.astype(jnp.float32), labels_N)
 
 

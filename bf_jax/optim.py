@@ -13,6 +13,7 @@ import jax
 import optax
 
 OPTIMIZERS = ("sgd", "adamw", "lars")
+BF_GROUPS = ("bf", "bfs")  # top-level params of the BatchFormer: V1 "bf", a ViT's V2 "bfs"
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -40,8 +41,9 @@ def _base(optim_cfg, schedule: optax.Schedule, weight_decay: float) -> optax.Gra
     return optax.chain(optax.add_decayed_weights(weight_decay),
                        optax.sgd(schedule, momentum=optim_cfg.momentum or None,
                                  nesterov=optim_cfg.nesterov))
-  if optim_cfg.name == "adamw":
-    return optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=weight_decay)
+  if optim_cfg.name == "adamw":  # DeiT/timm: no decay on biases, norms, pos/cls embeddings
+    return optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=weight_decay,
+                       mask=_decayed)
   if optim_cfg.name == "lars":  # MoCo v3 / BYOL: biases and norm scales get neither
     return optax.lars(schedule, weight_decay, weight_decay_mask=_matrices,
                       trust_coefficient=optim_cfg.trust_coefficient, trust_ratio_mask=_matrices,
@@ -71,7 +73,7 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
       return "frozen"
     if k == "backbone" and "backbone" in txs:
       return "backbone"
-    return "bf" if k == "bf" else "default"
+    return "bf" if k in BF_GROUPS else "default"
 
   def labels(params: dict[str, Any]) -> dict[str, Any]:
     return {k: _fill(v, label(k)) for k, v in params.items()}
@@ -80,6 +82,17 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
   if optim_cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
   return tx, schedule
+
+
+_NO_DECAY = ("pos_embed", "cls_token")
+
+
+def _decayed(params: Any) -> Any:
+  """Kernels (ndim > 1) except a ViT's position and class embeddings."""
+  def keep(path, p) -> bool:
+    name = str(getattr(path[-1], "key", path[-1])) if path else ""
+    return p.ndim > 1 and name not in _NO_DECAY
+  return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def _matrices(params: Any) -> Any:

@@ -28,17 +28,22 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
 
 def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTransformation,
                     loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int,
-                    skip_nonfinite: bool = False) -> Callable:
+                    skip_nonfinite: bool = False, mix_fn: Callable | None = None) -> Callable:
   """(state, batch, step) -> (state, metrics); the loss is normalized by the global row count.
 
   The dropout key is fold_in(key(seed), step): a resumed run draws what it would have drawn.
   ``skip_nonfinite``: a step whose loss or gradient is NaN/Inf returns the state it was given
   (parameters, BatchNorm statistics, optimizer state) and reports ``skipped`` = 1.
+  ``mix_fn(images, labels, key) -> (images, soft targets)``: Mixup/CutMix/label smoothing on
+  each device's batch (``bf_jax/data/mixup.py``); accuracy then counts the targets' argmax.
   """
   base_key = jax.random.key(seed)
 
   def local(params, stats, other, images, labels, key, step):
     model = nnx.merge(graphdef, params, stats, other)
+    if mix_fn is not None:  # per device: fold in the device index so devices mix differently
+      mix_key = jax.random.fold_in(jax.random.fold_in(key, 7), jax.lax.axis_index(AXIS))
+      images, labels = mix_fn(images, labels, mix_key)
 
     def objective(model):
       logits, labels_rows = model.train_logits(images, labels, key)
@@ -46,7 +51,8 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
       loss = loss_fn(logits, labels_rows, step).sum() / n_rows
       b = images.shape[0]  # accuracy of the original stream's rows (experts averaged)
       mean_logits = logits.mean(axis=1) if logits.ndim == 3 else logits
-      correct = (jnp.argmax(mean_logits[:b], -1) == labels_rows[:b]).sum()
+      hard = labels_rows if labels_rows.ndim == 1 else jnp.argmax(labels_rows, -1)
+      correct = (jnp.argmax(mean_logits[:b], -1) == hard[:b]).sum()
       return loss, correct / (b * jax.lax.axis_size(AXIS))
 
     (loss, acc), grads = nnx.value_and_grad(objective, has_aux=True)(model)

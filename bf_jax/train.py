@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
@@ -13,7 +14,8 @@ from etils import epath
 
 from bf_jax import checkpointing, config_check, data, loop, losses, metrics, optim, plots
 from bf_jax import sharding, steps, writers
-from bf_jax.data import pipeline
+from bf_jax.data import mixup, pipeline
+from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model, check_scope
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 
@@ -119,8 +121,12 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
-  train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, config.seed,
-                                     skip_nonfinite=config.optim.skip_nonfinite > 0)
+  mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
+                  config.data.label_smoothing, dataset.num_classes)
+  train_step = steps.make_train_step(
+      graphdef, other, tx, loss_fn, mesh, config.seed,
+      skip_nonfinite=config.optim.skip_nonfinite > 0,
+      mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,

@@ -35,7 +35,8 @@ def get_config(arg: str | None = None):
   model, classes, images, batch, epochs, augment = RECIPES[arg.dataset]
   c = base_config()
   c.seed = arg.seed
-  c.data.update(name=arg.dataset, num_classes=classes, augment=augment, imbalance=1.0)
+  c.data.update(name=arg.dataset, num_classes=classes, augment=augment, imbalance=1.0,
+                eval_split="validation" if arg.dataset == "imagenet" else "test")  # TFDS names
   c.model.update(name=model, dtype="bfloat16" if arg.dataset == "imagenet" else "float32")
   c.bf.enabled = False  # the probe measures the backbone alone
   c.init.update(parts=("backbone",), freeze_backbone=True)

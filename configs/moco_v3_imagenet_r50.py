@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.task, c.seed = "moco", arg.seed
   c.data.update(name="imagenet", num_classes=1000, augment="two_view", crop_min=0.2,
-                imbalance=1.0)
+                imbalance=1.0, eval_split="validation")  # TFDS imagenet2012's labelled eval
   c.model.update(name="resnet50", dtype="bfloat16")
   c.bf.update(enabled=arg.bf)
   c.moco.update(dim=256, mlp_dim=4096, temperature=1.0, momentum=0.99, momentum_cosine=True,

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 TWO_VIEW = ("two_view", "two_view_noblur")  # MoCo v3's pair (blur off for 32x32 images)
-AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", "domainbed", *TWO_VIEW)
+AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", "domainbed", "deit",
+                 *TWO_VIEW)  # "deit": crop, flip, RandAugment, random erasing (randaugment.py)
 
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from bf_jax.data import augment, views
+from bf_jax.data import augment, randaugment, views
 
 Batch = dict[str, np.ndarray]
 EVAL_RESIZES = ("center_crop", "squash")  # ImageNet-style central crop; DomainBed's Resize((S, S))
@@ -65,6 +65,12 @@ class Preprocess:
     elif self.augmentation == "domainbed":
       view = views.domainbed_view(self._to_uint8(image), rng, self.image_size or image.shape[0])
       return augment.normalize(view, self.mean, self.std, 255.0)
+    elif self.augmentation == "deit":  # timm rand-m9-mstd0.5-inc1, then erasing (p=0.25, pixel)
+      view = augment.flip(augment.random_resized_crop(
+          self._to_uint8(image), rng, self.image_size or image.shape[0],
+          scale=(self.crop_min, 1.0)), rng)
+      view = augment.normalize(randaugment.randaugment(view, rng), self.mean, self.std, 255.0)
+      return randaugment.random_erasing(view, rng)
     elif self.augmentation.startswith("inception"):
       image = augment.flip(augment.random_resized_crop(image, rng, self.image_size,
                                                        scale=(self.crop_min, 1.0)), rng)

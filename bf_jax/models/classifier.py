@@ -11,8 +11,9 @@ from bf_jax.models.backbones import MLP, TinyCNN
 from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.heads import HEADS, build_head
 from bf_jax.models.ride import RIDE
+from bf_jax.models.vit import VIT_ARCHS, build_vit
 
-BACKBONES = ("mlp", "cnn", *ARCHS)
+BACKBONES = ("mlp", "cnn", *ARCHS, *VIT_ARCHS)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -92,6 +93,16 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   BatchFormer); otherwise backbone + BatchFormer + one head.
   """
   rngs = nnx.Rngs(seed)
+  if model_cfg.name in VIT_ARCHS:  # BatchFormerV2 inside the ViT (bf_jax/v2.py)
+    size, _, chans = image_shape
+    insert_after = tuple(bf_cfg.insert_after) if bf_cfg.enabled else ()
+    bf_kwargs = dict(num_heads=bf_cfg.num_heads, dropout=bf_cfg.dropout,
+                     num_layers=bf_cfg.num_layers, axis_name=axis_name,
+                     group_size=scope_to_group_size(bf_cfg.scope, local_batch))
+    return build_vit(model_cfg.name, size, model_cfg.patch, chans, num_classes,
+                     drop_path=model_cfg.drop_path, insert_after=insert_after,
+                     shared_bf=bf_cfg.shared_layers, bf_kwargs=bf_kwargs,
+                     dtype=DTYPES[model_cfg.dtype], rngs=rngs)
   if model_cfg.experts:
     if freeze_backbone:
       raise ValueError("init.freeze_backbone is for the single-head classifier, not RIDE "

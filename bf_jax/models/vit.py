@@ -1,0 +1,151 @@
+"""ViT / DeiT (Dosovitskiy et al. 2021; Touvron et al. 2021) in NNX, with BatchFormerV2 inside.
+
+Tokens are [B, T, C] with T = 1 + (image / patch)^2 (the class token first). Pre-norm blocks
+(LayerNorm eps 1e-6, multi-head self-attention, MLP with GELU, ratio 4), stochastic depth
+growing linearly to ``drop_path`` over the depth, the head on the final-normed class token.
+DeiT's init: truncated normal (std 0.02) for linear weights and the position/class embeddings,
+zero biases, LayerNorm scale 1.
+
+BatchFormerV2 (``bf_jax/v2.py``): in training a BatchFormer acts after each block of
+``insert_after``, every token position attending across the batch; the first point doubles the
+batch into [original stream; BatchFormer stream], the later ones transform the second half
+only, and every block and the head are shared by the two streams. ``eval_logits`` never runs a
+BatchFormer: the evaluated network is the plain ViT.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bf_jax import v2
+
+VIT_ARCHS = {  # (width, depth, heads)
+    "deit_tiny": (192, 12, 3), "deit_small": (384, 12, 6), "deit_base": (768, 12, 12),
+}
+_TRUNC = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def _linear(cin: int, cout: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(cin, cout, kernel_init=_TRUNC, bias_init=nnx.initializers.zeros_init(),
+                    dtype=dtype, rngs=rngs)
+
+
+def _norm(dim: int, dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """GELU, tanh form (within 1e-3 of DeiT's exact erf GELU). The erf form fails shard_map's
+  varying-axes check in this JAX version (its polynomial primitive mixes manual axes)."""
+  return jax.nn.gelu(x, approximate=True)
+
+
+def drop_path(x_BxTxC: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Stochastic depth: each sample's residual branch is dropped with probability ``rate`` and
+  the kept ones scaled by 1 / (1 - rate). No key (eval) or rate 0: the identity."""
+  if key is None or rate == 0.0:
+    return x_BxTxC
+  keep_B = jax.random.bernoulli(key, 1.0 - rate, (x_BxTxC.shape[0],))
+  return x_BxTxC * (keep_B / (1.0 - rate)).astype(x_BxTxC.dtype)[:, None, None]
+
+
+class Attention(nnx.Module):
+  def __init__(self, dim: int, heads: int, dtype: Any, rngs: nnx.Rngs):
+    if dim % heads:
+      raise ValueError(f"ViT width {dim} is not divisible by heads={heads}.")
+    self.heads = heads
+    self.qkv = _linear(dim, 3 * dim, dtype, rngs)
+    self.proj = _linear(dim, dim, dtype, rngs)
+
+  def __call__(self, x_BxTxC: jax.Array) -> jax.Array:
+    b, t, c = x_BxTxC.shape
+    qkv = self.qkv(x_BxTxC).reshape(b, t, 3, self.heads, c // self.heads)
+    q_BxTxHxD, k_BxTxHxD, v_BxTxHxD = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    out_BxTxHxD = jax.nn.dot_product_attention(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD)
+    return self.proj(out_BxTxHxD.reshape(b, t, c))
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block with stochastic depth on both residual branches."""
+
+  def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path_rate: float, dtype: Any,
+               rngs: nnx.Rngs):
+    self.norm1, self.attn = _norm(dim, dtype, rngs), Attention(dim, heads, dtype, rngs)
+    self.norm2 = _norm(dim, dtype, rngs)
+    hidden = int(dim * mlp_ratio)
+    self.fc1, self.fc2 = _linear(dim, hidden, dtype, rngs), _linear(hidden, dim, dtype, rngs)
+    self.drop_path_rate = drop_path_rate
+
+  def __call__(self, x_BxTxC: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    k1, k2 = (None, None) if key is None else jax.random.split(key)
+    x_BxTxC = x_BxTxC + drop_path(self.attn(self.norm1(x_BxTxC)), self.drop_path_rate, k1)
+    h = self.fc2(gelu(self.fc1(self.norm2(x_BxTxC))))
+    return x_BxTxC + drop_path(h, self.drop_path_rate, k2)
+
+
+class ViT(nnx.Module):
+  """A ViT classifier with the ``train_logits`` / ``eval_logits`` interface of the classifier
+  task (``bf_jax/steps.py``); ``bfs`` from ``v2.make_batchformers`` (empty: no BatchFormer)."""
+
+  def __init__(self, image_size: int, patch: int, in_chans: int, num_classes: int, dim: int,
+               depth: int, heads: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.1,
+               bfs: nnx.Dict | None = None, dtype: Any = None, rngs: nnx.Rngs):
+    if image_size % patch:
+      raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}.")
+    grid = image_size // patch
+    self.patch_embed = nnx.Conv(in_chans, dim, (patch, patch), strides=patch, padding="VALID",
+                                kernel_init=_TRUNC, dtype=dtype, rngs=rngs)
+    self.cls_token = nnx.Param(_TRUNC(rngs.params(), (1, 1, dim)))
+    self.pos_embed = nnx.Param(_TRUNC(rngs.params(), (1, 1 + grid * grid, dim)))
+    rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # DeiT's linear rule
+    self.blocks = nnx.List([Block(dim, heads, mlp_ratio, r, dtype, rngs) for r in rates])
+    self.norm = _norm(dim, dtype, rngs)
+    self.head = _linear(dim, num_classes, dtype, rngs)
+    self.bfs = bfs if bfs is not None else nnx.Dict()
+    self.dtype = dtype
+
+  def _tokens(self, images_BxHxWxC: jax.Array) -> jax.Array:
+    x = self.patch_embed(images_BxHxWxC)
+    b, h, w, c = x.shape
+    x_BxNxC = x.reshape(b, h * w, c)
+    cls_Bx1xC = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (b, 1, c))
+    return jnp.concatenate([cls_Bx1xC, x_BxNxC], axis=1) + self.pos_embed[...].astype(x.dtype)
+
+  def _logits(self, x_BxTxC: jax.Array) -> jax.Array:
+    return self.head(self.norm(x_BxTxC)[:, 0]).astype(jnp.float32)
+
+  def train_logits(self, images: jax.Array, labels: Any, key: jax.Array
+                   ) -> tuple[jax.Array, Any]:
+    """Logits of both streams ([2B, K] with BatchFormer, else [B, K]) and their targets."""
+    bf_key, path_key = jax.random.split(key)
+    path_keys = jax.random.split(path_key, len(self.blocks))
+    blocks = [lambda x, blk=blk, k=k: blk(x, k) for blk, k in zip(self.blocks, path_keys)]
+    bfs = v2.by_index(self.bfs)
+    x = v2.run_blocks(blocks, self._tokens(images), bfs, train=True, key=bf_key)
+    return self._logits(x), (v2.duplicate(labels) if bfs else labels)
+
+  def eval_logits(self, images: jax.Array) -> jax.Array:
+    x = self._tokens(images)
+    for blk in self.blocks:
+      x = blk(x)
+    return self._logits(x)
+
+
+def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes: int, *,
+              drop_path: float, insert_after: Sequence[int], shared_bf: bool, bf_kwargs: dict,
+              dtype: Any, rngs: nnx.Rngs) -> ViT:
+  """A DeiT size by name (``VIT_ARCHS``) with BatchFormers after ``insert_after``."""
+  if arch not in VIT_ARCHS:
+    raise ValueError(f"model.name={arch!r} is not a ViT; choose one of {sorted(VIT_ARCHS)}.")
+  dim, depth, heads = VIT_ARCHS[arch]
+  bad = [i for i in insert_after if not 0 <= i < depth]
+  if bad:
+    raise ValueError(f"bf.insert_after={tuple(insert_after)}: {bad} outside the {depth} blocks "
+                     f"of {arch} (0..{depth - 1}).")
+  bfs = v2.make_batchformers(dim, insert_after, shared=shared_bf, rngs=rngs, **bf_kwargs)
+  return ViT(image_size, patch, in_chans, num_classes, dim, depth, heads, drop_path=drop_path,
+             bfs=bfs, dtype=dtype, rngs=rngs)

@@ -1,0 +1,105 @@
+"""ViT/DeiT with BatchFormerV2 (bf_jax/models/vit.py), its config checks and AdamW's decay mask."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from bf_jax import config_check, optim
+from bf_jax.config_base import base_config
+from bf_jax.losses import cross_entropy
+from bf_jax.models.classifier import build_model
+from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
+
+
+def _vit(insert_after=(0, 2), drop=0.0, shared=True):
+  from bf_jax import v2
+  rngs = nnx.Rngs(0)
+  bfs = v2.make_batchformers(32, insert_after, shared=shared, dropout=0.0, rngs=rngs)
+  return ViT(16, 4, 3, 5, 32, 3, 4, drop_path=drop, bfs=bfs, rngs=rngs)
+
+
+def _images(b=4):
+  return jnp.asarray(np.random.default_rng(0).normal(size=(b, 16, 16, 3)), jnp.float32)
+
+
+def test_original_stream_is_the_plain_vit_and_eval_skips_batchformer():
+  model = _vit()
+  images, labels = _images(), jnp.arange(4)
+  logits, targets = model.train_logits(images, labels, jax.random.key(0))
+  assert logits.shape == (8, 5)
+  np.testing.assert_array_equal(targets, jnp.concatenate([labels, labels]))
+  plain = model.eval_logits(images)
+  np.testing.assert_allclose(logits[:4], plain, rtol=1e-5, atol=1e-5)  # no drop path here
+  assert not np.allclose(logits[4:], plain, atol=1e-3)  # the BatchFormer stream differs
+  # Eval never reads the BatchFormer: scrambling its weights changes nothing.
+  for _, p in nnx.iter_graph(model.bfs):
+    if isinstance(p, nnx.Param):
+      p[...] = p[...] * 3.0 + 1.0
+  np.testing.assert_array_equal(model.eval_logits(images), plain)
+
+
+def test_without_insertion_points_the_batch_is_not_doubled():
+  model = _vit(insert_after=())
+  logits, targets = model.train_logits(_images(), jnp.arange(4), jax.random.key(0))
+  assert logits.shape == (4, 5) and targets.shape == (4,)
+
+
+def test_drop_path_drops_whole_samples_and_rescales():
+  x = jnp.ones((1000, 2, 3))
+  out = drop_path(x, 0.25, jax.random.key(0))
+  per_sample = np.asarray(out[:, 0, 0])
+  assert np.all(np.isclose(per_sample, 0.0) | np.isclose(per_sample, 1 / 0.75))
+  assert 0.2 < (per_sample == 0).mean() < 0.3
+  np.testing.assert_array_equal(drop_path(x, 0.25, None), x)
+
+
+def test_build_model_makes_a_deit_with_v2_from_the_config():
+  c = base_config()
+  c.model.update(name="deit_tiny", patch=4, drop_path=0.1)
+  c.bf.update(enabled=True, insert_after=(3, 7), shared_layers=False)
+  model = build_model(c.model, c.bf, 10, (16, 16, 3), 8, seed=0)
+  assert len(model.blocks) == VIT_ARCHS["deit_tiny"][1]
+  assert sorted(model.bfs) == ["3", "7"] and model.bfs["3"] is not model.bfs["7"]
+  assert model.blocks[-1].drop_path_rate == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(insert_after=()), "must name the blocks"),
+    (dict(insert_after=(12,)), "0..11"),
+    (dict(name="resnet18"), "places BatchFormerV2 inside a ViT"),
+    (dict(mode="bf_only"), "bf.mode"),
+])
+def test_vit_config_checks(change, match):
+  c = base_config()
+  c.model.update(name=change.get("name", "deit_tiny"))
+  c.bf.update(enabled=True, insert_after=change.get("insert_after", (8,)),
+              mode=change.get("mode", "shared"))
+  with pytest.raises(ValueError, match=match):
+    config_check.validate(c)
+
+
+def test_adamw_decays_kernels_but_not_biases_norms_or_embeddings():
+  c = base_config()
+  c.optim.update(name="adamw", lr=1.0, weight_decay=0.5, schedule="constant")
+  tx, _ = optim.build_optimizer(c.optim, c.bf, 10)
+  params = {"default": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2),
+                        "pos_embed": jnp.ones((1, 3, 2)), "cls_token": jnp.ones((1, 1, 2))}}
+  params = {"blocks": params["default"]}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  np.testing.assert_allclose(updates["blocks"]["kernel"], -0.5)  # lr x wd x w
+  for name in ("bias", "pos_embed", "cls_token"):
+    np.testing.assert_array_equal(updates["blocks"][name], 0.0)
+
+
+def test_cross_entropy_takes_soft_targets():
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
+  labels = jnp.array([0, 3, 1])
+  np.testing.assert_allclose(cross_entropy(logits, jax.nn.one_hot(labels, 4)),
+                             cross_entropy(logits, labels), rtol=1e-6)
+  soft = jnp.full((3, 4), 0.25)
+  np.testing.assert_allclose(cross_entropy(logits, soft),
+                             optax.softmax_cross_entropy(logits, soft), rtol=1e-6)
