@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=5e-4, schedule="cosine", warmup_steps=0,
       step_fractions=(0.8, 0.9), step_factor=0.1, grad_clip=0.0,
       skip_nonfinite=0,  # 0: a NaN/Inf loss stops the run; N: skip such steps, stop after N in a row
-      backbone_lr_mult=1.0))  # the backbone's lr x this (a fine-tuned extractor, e.g. 0.1)
+      backbone_lr_mult=1.0,  # the backbone's lr x this (a fine-tuned extractor, e.g. 0.1)
+      ema_decay=0.0))  # > 0: an EMA of the weights, evaluated too (eval_ema/*; DeiT 0.99996)
 
   # Decoupled second stage: start from another run's weights, optionally with the backbone frozen.
   c.init = ml_collections.ConfigDict(dict(

@@ -137,6 +137,9 @@ def validate(cfg) -> None:
   if cfg.task == "czsl":
     _czsl(cfg)
   _num(cfg, "optim.backbone_lr_mult", 0.0)
+  _num(cfg, "optim.ema_decay", 0.0, 1.0)
+  if cfg.optim.ema_decay >= 1.0 or (cfg.optim.ema_decay and cfg.task != "classify"):
+    _fail("optim.ema_decay", cfg.optim.ema_decay, "must be below 1, and is for task='classify'")
 
 
 def _vit(cfg) -> None:

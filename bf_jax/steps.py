@@ -28,7 +28,8 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
 
 def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTransformation,
                     loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int,
-                    skip_nonfinite: bool = False, mix_fn: Callable | None = None) -> Callable:
+                    skip_nonfinite: bool = False, mix_fn: Callable | None = None,
+                    ema_decay: float = 0.0) -> Callable:
   """(state, batch, step) -> (state, metrics); the loss is normalized by the global row count.
 
   The dropout key is fold_in(key(seed), step): a resumed run draws what it would have drawn.
@@ -36,6 +37,8 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
   (parameters, BatchNorm statistics, optimizer state) and reports ``skipped`` = 1.
   ``mix_fn(images, labels, key) -> (images, soft targets)``: Mixup/CutMix/label smoothing on
   each device's batch (``bf_jax/data/mixup.py``); accuracy then counts the targets' argmax.
+  ``ema_decay`` > 0: ``state["ema"]`` follows the params, ``ema = d * ema + (1 - d) * params``
+  after every update (a skipped step leaves it too).
   """
   base_key = jax.random.key(seed)
 
@@ -68,8 +71,16 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTrans
     key = jax.random.fold_in(base_key, step)
     loss, acc, grads, stats = sharded(state["params"], state["stats"], other,
                                       batch["image"], batch["label"], key, step)
-    return apply_update(tx, state, grads, loss, {"stats": stats}, {"train_acc": acc},
-                        skip_nonfinite)
+    new_state, metrics = apply_update(tx, state, grads, loss, {"stats": stats},
+                                      {"train_acc": acc}, skip_nonfinite)
+    if ema_decay:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"],
+                         new_state["params"])
+      if skip_nonfinite:
+        ema = jax.tree.map(lambda new, old: jnp.where(metrics["skipped"] > 0, old, new), ema,
+                           state["ema"])
+      new_state["ema"] = ema
+    return new_state, metrics
 
   return jax.jit(step, donate_argnums=(0,))
 

@@ -49,6 +49,11 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
   log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in accs.items()))
   writer.write(step, accs, prefix="eval/")
   current = {"correct": correct_K, "total": total_K, "step": step, "val_acc": None}
+  if "ema" in state:  # the weights' EMA, evaluated alongside (DeiT's model_ema)
+    ema_c, ema_t = _evaluate(eval_step, {**state, "params": state["ema"]}, dataset, config, mesh)
+    current["ema_acc"] = float(ema_c.sum() / max(ema_t.sum(), 1.0))
+    log.info("eval step %d: EMA weights acc %.2f", step, 100 * current["ema_acc"])
+    writer.write(step, {"acc": current["ema_acc"]}, prefix="eval_ema/")
   if dataset.val_source is None:
     return current
   vc, vt = _evaluate(eval_step, state, dataset, config, mesh, dataset.val_source)
@@ -120,13 +125,17 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   frozen = ("backbone",) if config.init.freeze_backbone else ()
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
-  state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
+  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
+  if config.optim.ema_decay:
+    state["ema"] = jax.tree.map(np.array, params)  # its own buffers: the step donates state
+  state = sharding.replicate(state, mesh)
   mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
                   config.data.label_smoothing, dataset.num_classes)
   train_step = steps.make_train_step(
       graphdef, other, tx, loss_fn, mesh, config.seed,
       skip_nonfinite=config.optim.skip_nonfinite > 0,
-      mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None)
+      mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None,
+      ema_decay=config.optim.ema_decay)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
@@ -163,6 +172,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                   selected_step=selected["step"])
     if selected["val_acc"] is not None:
       result["val_acc"] = selected["val_acc"]
+    if "ema_acc" in selected:
+      result["ema_acc"] = selected["ema_acc"]
   if step == config.total_steps and jax.process_index() == 0:
     acc_K = metrics.per_class_accuracy(correct_K, total_K)
     counts = dataset.train_class_counts

@@ -4,7 +4,8 @@ DeiT's recipe as far as bf_jax has it: 300 epochs, batch 1024, AdamW lr 5e-4 x 1
 decay 0.05 (not on biases, norms, position and class embeddings), cosine after a 5-epoch warmup,
 label smoothing 0.1, Mixup 0.8 / CutMix 1.0 (switch 0.5), stochastic depth 0.1, random resized
 crop + flip + RandAugment (2 ops, magnitude 9, std 0.5) + random erasing 0.25 (data.augment
-"deit"), 224x224, bf16. Not here: repeated augmentation and EMA. BatchFormerV2: one layer (4 heads, dropout 0.5)
+"deit"), 224x224, bf16; an EMA of the weights with --config.optim.ema_decay=0.99996 (evaluated
+alongside). Not here: repeated augmentation. BatchFormerV2: one layer (4 heads, dropout 0.5)
 after block 8 (0-based), every token position attending across the global batch; the batch
 doubles there into [original; BatchFormer] streams that share blocks 9-11 and the head; removed
 at test time.
