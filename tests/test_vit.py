@@ -103,3 +103,36 @@ def test_cross_entropy_takes_soft_targets():
   soft = jnp.full((3, 4), 0.25)
   np.testing.assert_allclose(cross_entropy(logits, soft),
                              optax.softmax_cross_entropy(logits, soft), rtol=1e-6)
+
+
+def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
+  """Global scope: each device's BatchFormer streams attend across the global batch, dropout
+  keyed by global row, so 8 devices take the step 1 device takes (drop path off)."""
+  import optax as _optax
+
+  from bf_jax import losses, sharding, steps, v2
+
+  def build(axis_name):
+    rngs = nnx.Rngs(0)
+    bfs = v2.make_batchformers(32, (0, 2), shared=False, dropout=0.5, axis_name=axis_name,
+                               rngs=rngs)
+    return ViT(16, 4, 3, 5, 32, 3, 4, drop_path=0.0, bfs=bfs, rngs=rngs)
+
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
+           "label": rng.integers(0, 5, 16).astype(np.int32)}
+  tx = _optax.sgd(0.5)  # updates proportional to gradients (Adam would amplify float noise)
+  loss_fn = losses.build_loss(base_config().loss, np.ones(5))
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(devices)
+    graphdef, params, stats, other = steps.split_model(build("data"))
+    state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
+                               mesh)
+    step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, seed=3)
+    state, metrics = step(state, sharding.put_batch(batch, mesh), np.int32(0))
+    results.append((jax.device_get(state["params"]), float(metrics["loss"])))
+  (p1, l1), (p8, l8) = results
+  assert l1 == pytest.approx(l8, rel=1e-5)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
