@@ -107,7 +107,7 @@ def test_cross_entropy_takes_soft_targets():
 
 def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
   """Global scope: each device's BatchFormer streams attend across the global batch, dropout
-  keyed by global row, so 8 devices take the step 1 device takes (drop path off)."""
+  and drop path keyed by global row, so 8 devices take the step 1 device takes."""
   import optax as _optax
 
   from bf_jax import losses, sharding, steps, v2
@@ -116,7 +116,7 @@ def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
     rngs = nnx.Rngs(0)
     bfs = v2.make_batchformers(32, (0, 2), shared=False, dropout=0.5, axis_name=axis_name,
                                rngs=rngs)
-    return ViT(16, 4, 3, 5, 32, 3, 4, drop_path=0.0, bfs=bfs, rngs=rngs)
+    return ViT(16, 4, 3, 5, 32, 3, 4, drop_path=0.3, bfs=bfs, axis_name=axis_name, rngs=rngs)
 
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
@@ -136,3 +136,14 @@ def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
   assert l1 == pytest.approx(l8, rel=1e-5)
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_the_vit_batchformers_get_the_batchformer_lr():
+  c = base_config()
+  c.optim.update(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant")
+  c.bf.lr_mult = 0.1
+  tx, _ = optim.build_optimizer(c.optim, c.bf, 10)
+  params = {"bfs": jnp.ones(2), "blocks": jnp.ones(2)}
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates["bfs"], -0.1)
+  np.testing.assert_allclose(updates["blocks"], -1.0)

@@ -44,12 +44,18 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=True)
 
 
-def drop_path(x_BxTxC: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+def drop_path(x_BxTxC: jax.Array, rate: float, key: jax.Array | None,
+              rows_B: jax.Array | None = None) -> jax.Array:
   """Stochastic depth: each sample's residual branch is dropped with probability ``rate`` and
-  the kept ones scaled by 1 / (1 - rate). No key (eval) or rate 0: the identity."""
+  the kept ones scaled by 1 / (1 - rate). A sample's coin is keyed by its global row
+  (``rows_B``; default 0..B-1), so every device draws independently and any device count draws
+  what one device draws. No key (eval) or rate 0: the identity."""
   if key is None or rate == 0.0:
     return x_BxTxC
-  keep_B = jax.random.bernoulli(key, 1.0 - rate, (x_BxTxC.shape[0],))
+  if rows_B is None:
+    rows_B = jnp.arange(x_BxTxC.shape[0])
+  u_B = jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(key, r)))(rows_B)
+  keep_B = u_B < 1.0 - rate
   return x_BxTxC * (keep_B / (1.0 - rate)).astype(x_BxTxC.dtype)[:, None, None]
 
 
@@ -80,11 +86,13 @@ class Block(nnx.Module):
     self.fc1, self.fc2 = _linear(dim, hidden, dtype, rngs), _linear(hidden, dim, dtype, rngs)
     self.drop_path_rate = drop_path_rate
 
-  def __call__(self, x_BxTxC: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x_BxTxC: jax.Array, key: jax.Array | None = None,
+               rows_B: jax.Array | None = None) -> jax.Array:
     k1, k2 = (None, None) if key is None else jax.random.split(key)
-    x_BxTxC = x_BxTxC + drop_path(self.attn(self.norm1(x_BxTxC)), self.drop_path_rate, k1)
+    x_BxTxC = x_BxTxC + drop_path(self.attn(self.norm1(x_BxTxC)), self.drop_path_rate, k1,
+                                  rows_B)
     h = self.fc2(gelu(self.fc1(self.norm2(x_BxTxC))))
-    return x_BxTxC + drop_path(h, self.drop_path_rate, k2)
+    return x_BxTxC + drop_path(h, self.drop_path_rate, k2, rows_B)
 
 
 class ViT(nnx.Module):
@@ -93,7 +101,8 @@ class ViT(nnx.Module):
 
   def __init__(self, image_size: int, patch: int, in_chans: int, num_classes: int, dim: int,
                depth: int, heads: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.1,
-               bfs: nnx.Dict | None = None, dtype: Any = None, rngs: nnx.Rngs):
+               bfs: nnx.Dict | None = None, axis_name: str | None = None, dtype: Any = None,
+               rngs: nnx.Rngs):
     if image_size % patch:
       raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}.")
     grid = image_size // patch
@@ -106,6 +115,7 @@ class ViT(nnx.Module):
     self.norm = _norm(dim, dtype, rngs)
     self.head = _linear(dim, num_classes, dtype, rngs)
     self.bfs = bfs if bfs is not None else nnx.Dict()
+    self.axis_name = axis_name  # the data axis, inside shard_map: global rows for drop path
     self.dtype = dtype
 
   def _tokens(self, images_BxHxWxC: jax.Array) -> jax.Array:
@@ -123,7 +133,18 @@ class ViT(nnx.Module):
     """Logits of both streams ([2B, K] with BatchFormer, else [B, K]) and their targets."""
     bf_key, path_key = jax.random.split(key)
     path_keys = jax.random.split(path_key, len(self.blocks))
-    blocks = [lambda x, blk=blk, k=k: blk(x, k) for blk, k in zip(self.blocks, path_keys)]
+    # Global rows for drop path: the original stream's, then the BatchFormer stream's after
+    # the global batch (as one device holding the whole [orig; BF] batch numbers them).
+    b = images.shape[0]
+    first = 0 if self.axis_name is None else jax.lax.axis_index(self.axis_name) * b
+    total = b if self.axis_name is None else b * jax.lax.axis_size(self.axis_name)
+    rows_B = first + jnp.arange(b)
+    rows_2B = jnp.concatenate([rows_B, total + rows_B])
+
+    def block_fn(blk, k):
+      return lambda x: blk(x, k, rows_B if x.shape[0] == b else rows_2B)
+
+    blocks = [block_fn(blk, k) for blk, k in zip(self.blocks, path_keys)]
     bfs = v2.by_index(self.bfs)
     x = v2.run_blocks(blocks, self._tokens(images), bfs, train=True, key=bf_key)
     return self._logits(x), (v2.duplicate(labels) if bfs else labels)
@@ -148,4 +169,4 @@ def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes
                      f"of {arch} (0..{depth - 1}).")
   bfs = v2.make_batchformers(dim, insert_after, shared=shared_bf, rngs=rngs, **bf_kwargs)
   return ViT(image_size, patch, in_chans, num_classes, dim, depth, heads, drop_path=drop_path,
-             bfs=bfs, dtype=dtype, rngs=rngs)
+             bfs=bfs, axis_name=bf_kwargs.get("axis_name"), dtype=dtype, rngs=rngs)
