@@ -238,42 +238,17 @@ def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
   return meta
 
 
-class CZSLSource:
-  """Random-access ``{'image': HxWx3 uint8, 'label': pair index}`` of one prepared split.
-
-  Picklable (grain workers reopen the file lazily); ``labels`` (int64) needs no decode.
-  """
+class CZSLSource(domains.RecordFile):
+  """One prepared split: ``{'image': HxWx3 uint8, 'label': pair index}``; ``file_name(i)`` is
+  the image's path under ``<root>/images/``."""
 
   def __init__(self, name: str, data_dir: str | os.PathLike, split: str):
-    from grain.sources import ArrayRecordDataSource
-
     if split not in SPLITS:
       raise ValueError(f"split {split!r} must be one of {SPLITS}.")
     meta = load_meta(name, data_dir)
-    folder = pathlib.Path(data_dir).expanduser() / name
     self.name, self.split = name, split
-    self.labels = np.load(folder / f"{split}.labels.npy").astype(np.int64)
-    self._records = ArrayRecordDataSource(str(folder / f"{split}.array_record"))
-    if not len(self._records) == len(self.labels) == meta["counts"][split]:
-      raise ValueError(f"{folder}/{split}.* disagree: {len(self._records)} records, "
-                       f"{len(self.labels)} labels, {meta['counts'][split]} in meta.json; "
-                       f"prepare again:\n  {prepare_command(name, data_dir)}")
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def _index(self, i: int) -> int:
-    i = int(i)
-    if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {self.name}/{self.split} of {len(self)}.")
-    return i % len(self)
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    return domains.decode_record(self._records[self._index(i)])
-
-  def file_name(self, i: int) -> str:
-    """The image of record ``i`` relative to ``<root>/images/`` (no pixel decode)."""
-    return domains.decode_header(self._records[self._index(i)])[1]
+    super().__init__(pathlib.Path(data_dir).expanduser() / name, split, meta["counts"][split],
+                     f"{name}/{split}", prepare_command(name, data_dir))
 
 
 @dataclasses.dataclass

@@ -295,28 +295,22 @@ def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
   return meta
 
 
-class DomainSource:
-  """Random-access records ``{'image', 'label'}`` of one prepared domain, decoded on access.
+class RecordFile:
+  """Random-access records ``{'image', 'label'}`` of one prepared part (a domain, a split):
+  ``<folder>/<part>.array_record`` and ``<part>.labels.npy``, checked against the count that
+  ``meta.json`` gives. Picklable (grain worker processes reopen the file lazily); ``labels``
+  (int64) needs no decode."""
 
-  Picklable (grain worker processes reopen the file lazily); ``labels`` needs no decode.
-  """
-
-  def __init__(self, name: str, data_dir: str | os.PathLike, domain: str):
+  def __init__(self, folder: pathlib.Path, part: str, expected: int, what: str, fix: str):
     from grain.sources import ArrayRecordDataSource
 
-    meta = load_meta(name, data_dir)
-    if domain not in meta["domains"]:
-      raise ValueError(f"domain {domain!r} is not one of {name}'s domains {meta['domains']}.")
-    folder = pathlib.Path(data_dir).expanduser() / name
-    self.name, self.domain, self.classes = name, domain, list(meta["classes"])
-    self.num_classes = len(self.classes)
-    self.labels = np.load(folder / f"{domain}.labels.npy").astype(np.int64)
-    self._records = ArrayRecordDataSource(str(folder / f"{domain}.array_record"))
-    if not (len(self._records) == len(self.labels) == meta["counts"][domain]):
-      raise ValueError(f"{folder}/{domain}.* disagree: {len(self._records)} records, "
-                       f"{len(self.labels)} labels, {meta['counts'][domain]} in meta.json; "
-                       f"the files are damaged or mixed: prepare again:\n  "
-                       f"{prepare_command(name, data_dir)}")
+    self.what = what
+    self.labels = np.load(folder / f"{part}.labels.npy").astype(np.int64)
+    self._records = ArrayRecordDataSource(str(folder / f"{part}.array_record"))
+    if not (len(self._records) == len(self.labels) == expected):
+      raise ValueError(f"{folder}/{part}.* disagree: {len(self._records)} records, "
+                       f"{len(self.labels)} labels, {expected} in meta.json; the files are "
+                       f"damaged or mixed: prepare again:\n  {fix}")
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -324,15 +318,28 @@ class DomainSource:
   def _index(self, i: int) -> int:
     i = int(i)
     if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {self.name}/{self.domain} of {len(self)}.")
+      raise IndexError(f"index {i} out of range for {self.what} of {len(self)}.")
     return i % len(self)
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     return decode_record(self._records[self._index(i)])
 
   def file_name(self, i: int) -> str:
-    """The source file of record ``i``, as ``<class>/<file>`` (no pixel decode)."""
+    """The relative path stored with record ``i`` (no pixel decode)."""
     return decode_header(self._records[self._index(i)])[1]
+
+
+class DomainSource(RecordFile):
+  """One prepared domain; ``file_name(i)`` is ``<class>/<file>``."""
+
+  def __init__(self, name: str, data_dir: str | os.PathLike, domain: str):
+    meta = load_meta(name, data_dir)
+    if domain not in meta["domains"]:
+      raise ValueError(f"domain {domain!r} is not one of {name}'s domains {meta['domains']}.")
+    self.name, self.domain, self.classes = name, domain, list(meta["classes"])
+    self.num_classes = len(self.classes)
+    super().__init__(pathlib.Path(data_dir).expanduser() / name, domain,
+                     meta["counts"][domain], f"{name}/{domain}", prepare_command(name, data_dir))
 
 
 def domain_source(name: str, data_dir: str | os.PathLike, domain: str) -> DomainSource:
