@@ -50,7 +50,7 @@ import numpy as np
 from bf_jax.czsl.metrics import Pairs
 from bf_jax.data import domains
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = domains.FORMAT_VERSION  # the record format of bf_jax/data/domains.py
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT = "compositional-split-natural"
 # Registry name -> the dataset's conventional folder name (as the czsl download script makes it).
@@ -223,19 +223,9 @@ def prepare_command(name: str, data_dir: str | os.PathLike) -> str:
 
 
 def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
-  """``meta.json`` of a prepared dataset; a loud error with the prepare command if absent."""
-  path = pathlib.Path(data_dir).expanduser() / name / "meta.json"
-  if not path.is_file():
-    if name not in CZSL_DATASETS and not path.parent.is_dir():
-      raise FileNotFoundError(f"CZSL dataset {name!r} is unknown and not prepared under "
-                              f"{data_dir}; choose one of {sorted(CZSL_DATASETS)}.")
-    raise FileNotFoundError(f"{name} is not prepared under {data_dir} (no {path}). Prepare it "
-                            f"once with:\n  {prepare_command(name, data_dir)}")
-  meta = json.loads(path.read_text())
-  if meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path} has format version {meta.get('format_version')!r}, this code reads "
-                     f"{FORMAT_VERSION}; prepare it again:\n  {prepare_command(name, data_dir)}")
-  return meta
+  """``meta.json`` of a prepared dataset; a loud error with the prepare commands if absent."""
+  return domains.read_meta(name, data_dir, CZSL_DATASETS, "CZSL dataset",
+                           prepare_command(name, data_dir))
 
 
 class CZSLSource(domains.RecordFile):

@@ -278,21 +278,27 @@ def prepare_command(name: str, data_dir: str | os.PathLike) -> str:
   return command
 
 
-def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
-  """``meta.json`` of a prepared dataset; a loud error with the prepare command if absent."""
+def read_meta(name: str, data_dir: str | os.PathLike, known: Sequence[str], kind: str,
+              prepare: str) -> dict[str, Any]:
+  """``<data_dir>/<name>/meta.json`` of a prepared set (format FORMAT_VERSION); loud errors that
+  print ``prepare`` (the commands) when it is absent or stale. ``known``: the registry's names."""
   path = pathlib.Path(data_dir).expanduser() / name / "meta.json"
   if not path.is_file():
-    if name not in DG_DATASETS and not path.parent.is_dir():
-      raise FileNotFoundError(f"dataset {name!r} is unknown and not prepared under {data_dir}; "
-                              f"choose one of {sorted(DG_DATASETS)}.")
+    if name not in known and not path.parent.is_dir():
+      raise FileNotFoundError(f"{kind} {name!r} is unknown and not prepared under {data_dir}; "
+                              f"choose one of {sorted(known)}.")
     raise FileNotFoundError(f"{name} is not prepared under {data_dir} (no {path}). Prepare it "
-                            f"once with:\n  {prepare_command(name, data_dir)}")
+                            f"once with:\n  {prepare}")
   meta = json.loads(path.read_text())
   if meta.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{path} has format version {meta.get('format_version')!r} but this code "
-                     f"reads version {FORMAT_VERSION}; prepare it again:\n  "
-                     f"{prepare_command(name, data_dir)}")
+                     f"reads version {FORMAT_VERSION}; prepare it again:\n  {prepare}")
   return meta
+
+
+def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
+  """``meta.json`` of a prepared DG dataset; a loud error with the prepare command if absent."""
+  return read_meta(name, data_dir, DG_DATASETS, "dataset", prepare_command(name, data_dir))
 
 
 class RecordFile:
