@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bf_jax.batchformer import MODES
+from bf_jax.layer.batchformer import MODES
 from bf_jax.contrastive import PAIRINGS, terms
 from bf_jax.czsl.data import CZSL_DATASETS
 from bf_jax.data import DATASETS

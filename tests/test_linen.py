@@ -9,7 +9,7 @@ from flax import linen as nn
 from flax import nnx
 
 from bf_jax import BatchFormer, two_stream
-from bf_jax import linen as bf_linen
+from bf_jax.layer import linen as bf_linen
 
 C, K, B = 16, 5, 8
 

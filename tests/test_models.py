@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from bf_jax import losses
-from bf_jax.batchformer import BatchFormer
+from bf_jax.layer.batchformer import BatchFormer
 from bf_jax.config_base import base_config
 from bf_jax.models.classifier import build_model
 from bf_jax.models.heads import CosineHead

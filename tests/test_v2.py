@@ -1,4 +1,4 @@
-"""BatchFormerV2 insertion (bf_jax/v2.py): first point doubles, later points touch the second half
+"""BatchFormerV2 insertion (bf_jax/layer/v2.py): first point doubles, later points touch the second half
 only, eval is the plain network, shared vs separate layers, per-position semantics vs PyTorch."""
 
 import pathlib
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bf_jax import v2
-from bf_jax.batchformer import BatchFormer, load_torch_state_dict
+from bf_jax.layer import v2
+from bf_jax import BatchFormer, load_torch_state_dict
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "torch_encoder_layer.npz")
 

@@ -15,7 +15,7 @@ from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 
 
 def _vit(insert_after=(0, 2), drop=0.0, shared=True):
-  from bf_jax import v2
+  from bf_jax.layer import v2
   rngs = nnx.Rngs(0)
   bfs = v2.make_batchformers(32, insert_after, shared=shared, dropout=0.0, rngs=rngs)
   return ViT(16, 4, 3, 5, 32, 3, 4, drop_path=drop, bfs=bfs, rngs=rngs)
@@ -110,7 +110,8 @@ def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
   and drop path keyed by global row, so 8 devices take the step 1 device takes."""
   import optax as _optax
 
-  from bf_jax import losses, sharding, steps, v2
+  from bf_jax import losses, sharding, steps
+  from bf_jax.layer import v2
 
   def build(axis_name):
     rngs = nnx.Rngs(0)

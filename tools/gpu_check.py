@@ -25,7 +25,7 @@ from flax import nnx
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bf_jax import BatchFormer  # noqa: E402
-from bf_jax.batchformer import load_torch_state_dict  # noqa: E402
+from bf_jax import load_torch_state_dict  # noqa: E402
 from bf_jax.bench.jax_steps import median_ms  # noqa: E402
 
 

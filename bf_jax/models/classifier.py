@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax.batchformer import BatchFormer, two_stream
+from bf_jax.layer.batchformer import BatchFormer, two_stream
 from bf_jax.models.backbones import MLP, TinyCNN
 from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.heads import HEADS, build_head
@@ -93,7 +93,7 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   BatchFormer); otherwise backbone + BatchFormer + one head.
   """
   rngs = nnx.Rngs(seed)
-  if model_cfg.name in VIT_ARCHS:  # BatchFormerV2 inside the ViT (bf_jax/v2.py)
+  if model_cfg.name in VIT_ARCHS:  # BatchFormerV2 inside the ViT (bf_jax/layer/v2.py)
     size, _, chans = image_shape
     insert_after = tuple(bf_cfg.insert_after) if bf_cfg.enabled else ()
     bf_kwargs = dict(num_heads=bf_cfg.num_heads, dropout=bf_cfg.dropout,

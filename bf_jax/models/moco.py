@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax.batchformer import BatchFormer
+from bf_jax.layer.batchformer import BatchFormer
 
 
 class ProjectionMLP(nnx.Module):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax.batchformer import BatchFormer, two_stream
+from bf_jax.layer.batchformer import BatchFormer, two_stream
 from bf_jax.models.heads import CosineHead
 from bf_jax.models.resnet import Stages, Stem, arch, global_pool
 

@@ -6,7 +6,7 @@ growing linearly to ``drop_path`` over the depth, the head on the final-normed c
 DeiT's init: truncated normal (std 0.02) for linear weights and the position/class embeddings,
 zero biases, LayerNorm scale 1.
 
-BatchFormerV2 (``bf_jax/v2.py``): in training a BatchFormer acts after each block of
+BatchFormerV2 (``bf_jax/layer/v2.py``): in training a BatchFormer acts after each block of
 ``insert_after``, every token position attending across the batch; the first point doubles the
 batch into [original stream; BatchFormer stream], the later ones transform the second half
 only, and every block and the head are shared by the two streams. ``eval_logits`` never runs a
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax import v2
+from bf_jax.layer import v2
 
 VIT_ARCHS = {  # (width, depth, heads)
     "deit_tiny": (192, 12, 3), "deit_small": (384, 12, 6), "deit_base": (768, 12, 12),

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax.batchformer import BatchFormer, RngsLike
+from bf_jax.layer.batchformer import BatchFormer, RngsLike
 
 Block = Callable[[jax.Array], jax.Array]
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 if TYPE_CHECKING:
-  from bf_jax.batchformer import BatchFormer
+  from bf_jax.layer.batchformer import BatchFormer
 
 # torch name (per layer) -> (our module, our param, transpose?)
 _LAYER_MAP = {

@@ -3,7 +3,7 @@
 The layer is PyTorch's ``nn.TransformerEncoderLayer(C, nhead=4, dim_feedforward=C,
 dropout=0.5)`` fed so that the mini-batch is the sequence (post-norm, ReLU, LayerNorm eps
 1e-5, packed q/k/v projections, dropout in four places, no mask, no positional encoding),
-with PyTorch's default initialization. ``load_torch_state_dict`` imports its weights.
+with PyTorch's default initialization. ``torch_weights.load_torch_state_dict`` imports its weights.
 
 Written for the per-device view, like ``nnx.BatchNorm(axis_name=...)``: with ``axis_name``
 set and the call inside ``jax.shard_map``/``jax.pmap``, each device keeps its local queries
@@ -29,9 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 
-from bf_jax.torch_weights import load_torch_state_dict
-
-__all__ = ["BatchFormer", "EncoderLayer", "two_stream", "load_torch_state_dict", "MODES"]
+__all__ = ["BatchFormer", "EncoderLayer", "two_stream", "MODES"]
 
 MODES = ("shared", "bf_only")
 
@@ -271,7 +269,7 @@ def two_stream(feats: jax.Array, labels: Any, bf: Any, mode: str = "shared", *,
   ``"shared"``: ``concat([f, BF(f)])`` and the labels (any pytree of [B, ...] arrays, or None)
   duplicated, so one head sees both streams. ``"bf_only"``: ``BF(f)`` with labels unchanged
   (RIDE's ImageNet-LT/iNat recipe). ``bf`` is a :class:`BatchFormer` or
-  ``bf_jax.linen.BatchFormer`` (inside a Linen module).
+  ``bf_jax.layer.linen.BatchFormer`` (inside a Linen module).
 
   Training only. The eval path must not call this nor the layer: at test time the head runs
   on the original features ``f``, which is what makes BatchFormer free at inference.
