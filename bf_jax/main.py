@@ -10,7 +10,8 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bf_jax import tasks, writers
+from bf_jax import tasks
+from bf_jax.trainer import writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/digits_lt.py:bf=off.",

@@ -19,8 +19,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from bf_jax.contrastive import moco_loss_rows
-from bf_jax.sharding import AXIS
-from bf_jax.steps import State, apply_update
+from bf_jax.trainer.sharding import AXIS
+from bf_jax.trainer.steps import State, apply_update
 
 
 def momentum_schedule(base: float, total_steps: int, cosine: bool) -> Callable:

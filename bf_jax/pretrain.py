@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax import checkpointing, knn, loop, moco_steps, optim, plots, sharding, steps, writers
+from bf_jax.trainer import checkpointing, loop, optim, plots, sharding, steps, writers
+from bf_jax import knn, moco_steps
 from bf_jax.data import Data, pipeline
 from bf_jax.data.split_files import Subset
 from bf_jax.models.classifier import build_backbone, build_batchformer

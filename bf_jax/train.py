@@ -12,8 +12,9 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax import checkpointing, config_check, data, loop, losses, metrics, optim, plots
-from bf_jax import sharding, steps, writers
+from bf_jax.trainer import checkpointing, config_check, loop, losses, optim, plots
+from bf_jax import data, metrics
+from bf_jax.trainer import sharding, steps, writers
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model, check_scope

@@ -15,7 +15,7 @@ Hardware: one GPU. Data: TFDS cifar100. No result measured yet; the paper report
 Args: bf=on|off, smoke, shared=on|off (one layer for all points or one each), epochs=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, shared=True, epochs=200)

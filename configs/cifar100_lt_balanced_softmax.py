@@ -14,7 +14,7 @@ PaCo + BatchFormer at 52.4% top-1 (IF 100). No result measured with this config 
 Args: bf=on|off, imbalance=100|200 (any float), smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0)

@@ -11,7 +11,7 @@ Paper: no LDAM-DRW code or CIFAR row in the released repository. No result measu
 Args: bf=on|off, imbalance=F, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0)

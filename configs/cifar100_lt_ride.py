@@ -12,7 +12,7 @@ Paper: no CIFAR-100-LT RIDE + BatchFormer number in the released README. No resu
 Args: bf=on|off, mode=shared|bf_only, imbalance=F, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="shared", imbalance=100.0, smoke=False, seed=0)

@@ -13,7 +13,7 @@ table reported in README.md (measured there, with the command and machine).
 Args: bf=on|off, smoke (a few steps, for tests), seed=N, imbalance=F.
 """
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.trainer.config_base import base_config, parse_arg
 
 
 # Documented args and their defaults.

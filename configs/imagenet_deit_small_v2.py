@@ -21,7 +21,7 @@ Args: bf=on|off, smoke, arch=deit_tiny|deit_small|deit_base, insert_after=N (one
 epochs=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, arch="deit_small", insert_after=8, epochs=300)

@@ -16,7 +16,7 @@ has no Balanced Softmax ImageNet-LT row (its ImageNet-LT rows are RIDE and PaCo)
 Args: bf=on|off, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0)

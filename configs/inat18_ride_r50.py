@@ -12,7 +12,7 @@ RIDE + BatchFormer 74.1 / 65.5 / 74.5 / 75.8. Not run with this config yet.
 Args: bf=on|off, mode=bf_only|shared, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0)

@@ -22,7 +22,7 @@ BatchFormer (MoCo-v2: 67.5 -> 68.4). Not run yet.
 Args: bf=on|off, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0)

@@ -19,7 +19,7 @@ Paper: the released README has no Places-LT row. Not run with this config yet.
 Args: bf=on|off, stage=1|2, smoke, seed=N.
 """
 
-from bf_jax.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, stage=2, smoke=False, seed=0)

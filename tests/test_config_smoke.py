@@ -10,7 +10,8 @@ import tensorflow_datasets as tfds
 
 from PIL import Image
 
-from bf_jax import config_check, tasks
+from bf_jax.trainer import config_check
+from bf_jax import tasks
 from bf_jax import data
 from bf_jax.data import domains, pipeline
 from bf_jax.czsl import data as czsl_data

@@ -4,8 +4,8 @@ import pathlib
 
 import pytest
 
-from bf_jax import config_check
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.trainer import config_check
+from bf_jax.trainer.config_base import base_config, parse_arg
 from helpers import ROOT, config_module
 
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))

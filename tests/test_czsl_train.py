@@ -10,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from bf_jax import optim, tasks
-from bf_jax.config_base import base_config
+from bf_jax.trainer import optim
+from bf_jax import tasks
+from bf_jax.trainer.config_base import base_config
 from bf_jax.czsl import data as czsl_data
 from bf_jax.czsl.train import seen_pairs_loss
 from helpers import make_czsl_toy, read_metrics

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bf_jax import config_check, tasks
-from bf_jax.config_base import base_config
+from bf_jax.trainer import config_check
+from bf_jax import tasks
+from bf_jax.trainer.config_base import base_config
 from bf_jax.data import domains
 from bf_jax.data.domains import DomainSetInfo
 from bf_jax.dg import data as dg_data

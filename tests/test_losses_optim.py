@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from bf_jax import losses, optim
-from bf_jax.config_base import base_config
+from bf_jax.trainer import losses, optim
+from bf_jax.trainer.config_base import base_config
 
 
 def _loss_cfg(**kw):

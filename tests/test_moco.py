@@ -8,7 +8,8 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from bf_jax import config_check, contrastive, moco_steps, optim, pretrain, sharding, tasks
+from bf_jax.trainer import config_check, optim, sharding
+from bf_jax import contrastive, moco_steps, pretrain, tasks
 from helpers import load_config, read_metrics
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bf_jax import losses
+from bf_jax.trainer import losses
 from bf_jax.layer.batchformer import BatchFormer
-from bf_jax.config_base import base_config
+from bf_jax.trainer.config_base import base_config
 from bf_jax.models.classifier import build_model
 from bf_jax.models.heads import CosineHead
 from bf_jax.models.resnet import build_resnet

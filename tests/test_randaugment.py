@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bf_jax import config_check
-from bf_jax.config_base import base_config
+from bf_jax.trainer import config_check
+from bf_jax.trainer.config_base import base_config
 from bf_jax.data import augment, randaugment as ra
 from bf_jax.data.pipeline import Preprocess
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from bf_jax import config_check, steps, train
+from bf_jax.trainer import config_check, steps
+from bf_jax import train
 from bf_jax.models.resnet import build_resnet
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 from helpers import ROOT, load_config

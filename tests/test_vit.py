@@ -7,9 +7,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bf_jax import config_check, optim
-from bf_jax.config_base import base_config
-from bf_jax.losses import cross_entropy
+from bf_jax.trainer import config_check, optim
+from bf_jax.trainer.config_base import base_config
+from bf_jax.trainer.losses import cross_entropy
 from bf_jax.models.classifier import build_model
 from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 
@@ -110,7 +110,7 @@ def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
   and drop path keyed by global row, so 8 devices take the step 1 device takes."""
   import optax as _optax
 
-  from bf_jax import losses, sharding, steps
+  from bf_jax.trainer import losses, sharding, steps
   from bf_jax.layer import v2
 
   def build(axis_name):

@@ -89,7 +89,7 @@ def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
 def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
   """ResNet-50 + Balanced Softmax train step (the ImageNet-LT config), with/without BatchFormer."""
   import importlib.util
-  from bf_jax import losses, optim, sharding, steps
+  from bf_jax.trainer import losses, optim, sharding, steps
   from bf_jax.models.classifier import build_model
   spec = importlib.util.spec_from_file_location(
       "cfg", ROOT / "configs" / "imagenet_lt_balanced_softmax_r50.py")

@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from bf_jax import losses, optim, sharding, steps
-from bf_jax.config_base import base_config
+from bf_jax.trainer import losses, optim, sharding, steps
+from bf_jax.trainer.config_base import base_config
 from bf_jax.models.classifier import build_model
 
 # (image size, classes) each backbone is benchmarked at: its recipe's input.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.trainer.config_base import base_config, parse_arg
 
 # Documented args of every configs/czsl_*.py, and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, bf_lr=0.02, weights="", word_vectors="",

@@ -23,8 +23,8 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from bf_jax import checkpointing, config_check, loop, losses, optim, plots, sharding, steps
-from bf_jax import writers
+from bf_jax.trainer import checkpointing, config_check, loop, losses, optim, plots, sharding, steps
+from bf_jax.trainer import writers
 from bf_jax.czsl.data import CZSLData, load_czsl
 from bf_jax.czsl.metrics import closed_world_metrics
 from bf_jax.czsl.models import build_czsl_head

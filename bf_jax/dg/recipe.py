@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from bf_jax.config_base import base_config, parse_arg
+from bf_jax.trainer.config_base import base_config, parse_arg
 from bf_jax.data.domains import DG_DATASETS
 
 # Documented args of every configs/dg_*.py, and their defaults.

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from bf_jax import checkpointing, loop, losses, optim, plots, sharding, steps, writers
+from bf_jax.trainer import checkpointing, loop, losses, optim, plots, sharding, steps, writers
 from bf_jax.data import pipeline
 from bf_jax.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.models.classifier import build_model

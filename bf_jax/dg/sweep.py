@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax import config_check, sharding
+from bf_jax.trainer import config_check, sharding
 from bf_jax.data.domains import load_meta
 from bf_jax.dg.run import RESULT_FILE, train_one
 from bf_jax.models.classifier import check_scope

@@ -15,8 +15,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from bf_jax.losses import LossFn
-from bf_jax.sharding import AXIS
+from bf_jax.trainer.losses import LossFn
+from bf_jax.trainer.sharding import AXIS
 
 State = dict[str, Any]  # {"params", "stats", "opt_state"}
 

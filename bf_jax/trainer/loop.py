@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from bf_jax import checkpointing, sharding, writers
+from bf_jax.trainer import checkpointing, sharding, writers
 
 log = logging.getLogger("bf_jax")
 

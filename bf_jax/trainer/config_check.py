@@ -12,10 +12,10 @@ from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
 from bf_jax.data.domains import DG_DATASETS
 from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
-from bf_jax.losses import LOSSES
+from bf_jax.trainer.losses import LOSSES
 from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.models.vit import VIT_ARCHS
-from bf_jax.optim import OPTIMIZERS, SCHEDULES
+from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
 
 
 def _fail(name: str, value: Any, need: str) -> None:
