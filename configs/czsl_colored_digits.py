@@ -1,12 +1,12 @@
 """Colored digits closed-world CZSL on a CPU: CGE or CompCos, with or without BatchFormer.
 
 The embedded digits coloured red/green/blue/yellow (attribute = colour, object = digit; 28 seen
-pairs, 6 unseen in val and 6 others in test; bf_jax/czsl/digits.py). The CZSL pipeline of
+pairs, 6 unseen in val and 6 others in test; bf_jax/tasks/czsl/digits.py). The CZSL pipeline of
 configs/czsl_mit_states_cge.py at toy scale: a tiny CNN (3 conv layers, 128-d) from scratch,
 BatchFormer on its feature (two streams), batch 64, Adam 1e-3, 600 steps, val/test evaluation
 every 50 steps, test reported at the best val AUC.
 
-  python -m bf_jax.czsl.digits --out ~/czsl_data
+  python -m bf_jax.tasks.czsl.digits --out ~/czsl_data
   python -m bf_jax.main --config configs/czsl_colored_digits.py:bf=off --workdir runs/czsl_digits
   python -m bf_jax.main --config configs/czsl_colored_digits.py --workdir runs/czsl_digits_bf
 

@@ -1,12 +1,12 @@
 """MIT-States closed-world CZSL: CGE, + BatchFormer.
 
 ResNet-18 (ImageNet weights, fine-tuned), BatchFormer on the image feature (two streams), the
-recipe of bf_jax/czsl/recipe.py. Prints val/test AUC, best HM, best seen/unseen, attribute and
+recipe of bf_jax/tasks/czsl/recipe.py. Prints val/test AUC, best HM, best seen/unseen, attribute and
 object accuracy each evaluation; reports test at the best val AUC (czsl_result.json,
 seen_unseen.png).
 
   python tools/czsl_metadata_to_json.py data/mit-states/metadata_compositional-split-natural.t7
-  python -m bf_jax.czsl.data prepare --dataset mit_states --root data/mit-states --out ~/czsl_data
+  python -m bf_jax.tasks.czsl.data prepare --dataset mit_states --root data/mit-states --out ~/czsl_data
   W=$HOME/resnet18.npz  # ImageNet ResNet-18 weights, a torchvision state_dict .npz
   python -m bf_jax.main --config configs/czsl_mit_states_cge.py:bf=off,weights=$W \\
     --workdir runs/czsl_mit_cge
@@ -24,7 +24,7 @@ Args: bf=on|off, smoke, seed=N, bf_lr=X (BatchFormer lr multiplier, default 0.02
 word_vectors=PATH, data_dir=DIR.
 """
 
-from bf_jax.czsl.recipe import ARGS, czsl_config  # noqa: F401 (ARGS: the documented args)
+from bf_jax.tasks.czsl.recipe import ARGS, czsl_config  # noqa: F401 (ARGS: the documented args)
 
 
 def get_config(arg: str | None = None):

@@ -3,16 +3,16 @@
 Domains: clipart, infograph, painting, quickdraw, real, sketch; 345 classes. Each domain in turn is
 the test domain; the others train (32 images each per step, 80% in-splits) and their 20% out-splits
 select the model. SWAD's DomainBed recipe (15,000 steps, validation every 1,000, Adam 5e-5; details
-in bf_jax/dg/recipe.py). Prints and writes (results.md / results.json) per-test-domain accuracy,
+in bf_jax/tasks/dg/recipe.py). Prints and writes (results.md / results.json) per-test-domain accuracy,
 mean +- std over trial seeds.
 
-  python -m bf_jax.data.domains prepare --dataset domain_net --root /data/domain_net \\
+  python -m bf_jax.tasks.dg.domains prepare --dataset domain_net --root /data/domain_net \\
     --out ~/dg_data
   python -m bf_jax.main --config configs/dg_domain_net.py:weights=$HOME/resnet18.npz \\
     --workdir runs/dg_domain_net_bf
   python -m bf_jax.main --config configs/dg_domain_net.py:bf=off,weights=$HOME/resnet18.npz \\
     --workdir runs/dg_domain_net
-  python -m bf_jax.dg.sweep runs/dg_domain_net runs/dg_domain_net_bf   # the two tables
+  python -m bf_jax.tasks.dg.sweep runs/dg_domain_net runs/dg_domain_net_bf   # the two tables
 
 ``weights``: ImageNet ResNet weights as a torchvision state_dict .npz (README, "ImageNet
 weights"); without it the ResNet trains from scratch (runs, but far below the paper).
@@ -23,7 +23,7 @@ Args: bf=on|off, smoke, arch=resnet18|resnet50, algorithm=swad|erm, seeds=N, bf_
 (BatchFormer lr multiplier; default 1, 0.1 for resnet50), weights=PATH, data_dir=DIR.
 """
 
-from bf_jax.dg.recipe import ARGS, domainbed_config  # noqa: F401 (ARGS: the documented args)
+from bf_jax.tasks.dg.recipe import ARGS, domainbed_config  # noqa: F401 (ARGS: the documented args)
 
 
 def get_config(arg: str | None = None):

@@ -1,15 +1,15 @@
 """Rotated digits domain generalization on a CPU: leave-one-domain-out, SWAD (+ BatchFormer).
 
 The embedded digits dealt into four domains rotated by 0, 30, 60 and 90 degrees (16x16;
-bf_jax/dg/digits.py). The DG pipeline of configs/dg_pacs.py at toy scale: a tiny CNN (3 conv
+bf_jax/tasks/dg/digits.py). The DG pipeline of configs/dg_pacs.py at toy scale: a tiny CNN (3 conv
 layers, 128-d feature) from scratch, 32 images per training domain per step, Adam 1e-3 constant,
 800 steps, validation every 50 on the training domains' 20% out-splits, SWAD (N_s 3, N_e 6,
 r 1.3), BatchFormer (4 heads, dropout 0.5) with the shared classifier.
 
-  python -m bf_jax.dg.digits --out ~/dg_data
+  python -m bf_jax.tasks.dg.digits --out ~/dg_data
   python -m bf_jax.main --config configs/dg_rotated_digits.py:bf=off --workdir runs/dg_digits
   python -m bf_jax.main --config configs/dg_rotated_digits.py --workdir runs/dg_digits_bf
-  python -m bf_jax.dg.sweep runs/dg_digits runs/dg_digits_bf
+  python -m bf_jax.tasks.dg.sweep runs/dg_digits runs/dg_digits_bf
 
 Hardware: this 2-core CPU. Result: README, "Domain generalization" (measured there).
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bf_jax import train
+from bf_jax.tasks.classify import train
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.data.split_files import read_split_file

@@ -10,14 +10,14 @@ import tensorflow_datasets as tfds
 
 from PIL import Image
 
-from bf_jax.trainer import config_check
 from bf_jax import tasks
 from bf_jax import data
-from bf_jax.data import domains, pipeline
-from bf_jax.czsl import data as czsl_data
-from bf_jax.czsl.train import build_czsl_model
-from bf_jax.dg import data as dg_data
-from bf_jax.dg import sweep
+from bf_jax.data import pipeline
+from bf_jax.tasks.dg import domains
+from bf_jax.tasks.czsl import data as czsl_data
+from bf_jax.tasks.czsl.train import build_czsl_model
+from bf_jax.tasks.dg import data as dg_data
+from bf_jax.tasks.dg import sweep
 from helpers import ROOT, config_module, make_czsl_toy, train_losses
 
 SMOKE_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
@@ -59,7 +59,7 @@ def _dg_folders(tmp_path, config, per_class: int) -> None:
 # Configs that share their model and code path with a config that trains here check config, data
 # (and model construction) only, to keep the suite in its time budget (measured: a ResNet-18 DG
 # or CZSL smoke 20-35 s, the RIDE ResNet-50 ~100 s, MoCo ResNet-50 ~65 s of compiling):
-# - DG: the ResNet recipe (bf_jax/dg/recipe.py) differs per dataset only; dg_rotated_digits
+# - DG: the ResNet recipe (bf_jax/tasks/dg/recipe.py) differs per dataset only; dg_rotated_digits
 #   trains the DG path end to end, tests/test_dg.py runs sweeps and resume;
 # - CZSL: czsl_colored_digits trains; tests/test_czsl_train.py trains CGE and CompCos;
 # - inat18_ride_r50: imagenet_lt_ride_r50 trains the same RIDE ResNet-50;
@@ -137,7 +137,7 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
 
 def _check_dg_data(config) -> None:
   """The config validates, its data opens, and its first batch is balanced over the domains."""
-  config_check.validate(config)
+  tasks.validate(config)
   run = dg_data.load_dg(config.data, config.dg, config.dg.test_domains[0], 0)
   assert run.num_classes == config.data.num_classes
   per = config.dg.batch_per_domain
@@ -155,7 +155,7 @@ def _check_dg_data(config) -> None:
 
 def _check_data(config) -> None:
   """The config validates, its data loads and its first training batch has the right shape."""
-  config_check.validate(config)
+  tasks.validate(config)
   dataset = data.load(config.data)
   batch = next(pipeline.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
@@ -167,7 +167,7 @@ def _check_data(config) -> None:
 
 def _check_czsl_data(config) -> None:
   """The config validates, its data loads, its model builds and its first batch has pair labels."""
-  config_check.validate(config)
+  tasks.validate(config)
   run = czsl_data.load_czsl(config.data.name, config.data.data_dir)
   size = config.data.image_size
   model = build_czsl_model(config, run, (size, size, 3), config.batch_size, config.seed)

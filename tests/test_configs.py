@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from bf_jax.trainer import config_check
+from bf_jax import tasks
 from bf_jax.trainer.config_base import base_config, parse_arg
 from helpers import ROOT, config_module
 
@@ -28,7 +28,7 @@ def test_config_loads_with_each_documented_arg(path: pathlib.Path):
   assert module.__doc__ and "python -m bf_jax.main --config configs/" in module.__doc__
   for arg in _arg_variants(module.ARGS):
     config = module.get_config(arg)
-    config_check.validate(config)
+    tasks.validate(config)
     # Same schema everywhere: tools and sweeps rely on these fields.
     assert set(config.keys()) == set(base_config().keys()), (path.stem, arg)
     for group in ("bf", "data", "model", "optim", "loss", "ckpt", "init"):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bf_jax.czsl import data
-from bf_jax.czsl.metrics import Pairs
+from bf_jax.tasks.czsl import data
+from bf_jax.tasks.czsl.metrics import Pairs
 
 ROOT = pathlib.Path(__file__).parents[1]
 SPLIT = data.DEFAULT_SPLIT
@@ -174,7 +174,7 @@ def test_t7_only_metadata_prints_converter_command(tmp_path):
 
 
 def test_load_meta_unprepared_prints_prepare_command(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"python -m bf_jax.czsl.data prepare --dataset "
+  with pytest.raises(FileNotFoundError, match=r"python -m bf_jax.tasks.czsl.data prepare --dataset "
                                               r"ut_zappos --root data/ut-zap50k"):
     data.load_meta("ut_zappos", tmp_path)
   with pytest.raises(FileNotFoundError, match="unknown"):
@@ -243,7 +243,7 @@ def test_converter_main_with_a_stub_torch(tmp_path, monkeypatch, capsys):
 
 
 def test_colored_digits_pairs_and_images(tmp_path):
-  from bf_jax.czsl import digits
+  from bf_jax.tasks.czsl import digits
 
   pairs = digits.split_pairs()
   seen = set(pairs["train"])

@@ -1,12 +1,12 @@
-"""Closed-world CZSL evaluation (bf_jax.czsl.metrics) against a hand-worked curve and invariants."""
+"""Closed-world CZSL evaluation (bf_jax.tasks.czsl.metrics) against a hand-worked curve and invariants."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bf_jax.czsl import metrics
-from bf_jax.czsl.metrics import Pairs, closed_world_metrics, predict
+from bf_jax.tasks.czsl import metrics
+from bf_jax.tasks.czsl.metrics import Pairs, closed_world_metrics, predict
 
 # Pairs 0=(a0,o0) seen, 1=(a1,o1) seen, 2=(a0,o1) unseen, 3=(a1,o0) unseen; all in the closed set.
 ATTR = np.array([0, 1, 0, 1])

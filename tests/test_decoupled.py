@@ -5,7 +5,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bf_jax import train
+from bf_jax.tasks.classify import train
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource
 from helpers import load_config

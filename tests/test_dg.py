@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bf_jax.trainer import config_check
 from bf_jax import tasks
 from bf_jax.trainer.config_base import base_config
-from bf_jax.data import domains
-from bf_jax.data.domains import DomainSetInfo
-from bf_jax.dg import data as dg_data
-from bf_jax.dg import run as dg_run
-from bf_jax.dg import sweep
-from bf_jax.swad import SwadAverager
+from bf_jax.tasks.dg import domains
+from bf_jax.tasks.dg.domains import DomainSetInfo
+from bf_jax.tasks.dg import data as dg_data
+from bf_jax.tasks.dg import run as dg_run
+from bf_jax.tasks.dg import sweep
+from bf_jax.tasks.dg.swad import SwadAverager
 
 NAME = "toy_dg"
 DOMAINS = ("red", "green", "blue")
@@ -120,7 +119,7 @@ def test_load_dg_errors_name_the_value_and_the_fix(data_dir, tmp_path):
   with pytest.raises(ValueError, match="batch_per_domain=25"):
     dg_data.load_dg(cfg.data, cfg.dg, "red", 0)
   cfg = toy_config(tmp_path / "nowhere")
-  with pytest.raises(FileNotFoundError, match="python -m bf_jax.data.domains prepare"):
+  with pytest.raises(FileNotFoundError, match="python -m bf_jax.tasks.dg.domains prepare"):
     dg_data.load_dg(cfg.data, cfg.dg, "red", 0)
 
 
@@ -142,9 +141,9 @@ def test_config_check_refuses_bad_dg_settings(change, match):
   c.data.image_size = change.get("image_size", c.data.image_size)
   c.model.freeze_bn = change.get("freeze_bn", c.model.freeze_bn)
   c.eval_every_steps = change.get("eval_every_steps", c.eval_every_steps)
-  config_check.validate(toy_config("/data"))  # the unchanged config passes
+  tasks.validate(toy_config("/data"))  # the unchanged config passes
   with pytest.raises(ValueError, match=match):
-    config_check.validate(c)
+    tasks.validate(c)
 
 
 # --------------------------------------------------------------------------- selection, table
@@ -254,7 +253,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path, f
 
 def test_rotated_digits_deals_disjoint_rotated_domains(tmp_path):
   from sklearn.datasets import load_digits
-  from bf_jax.dg import digits
+  from bf_jax.tasks.dg import digits
 
   counts = digits.write_folders(tmp_path)
   assert counts == {"rot0": 450, "rot30": 449, "rot60": 449, "rot90": 449}

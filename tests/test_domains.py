@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bf_jax.data import domains
-from bf_jax.data.domains import DomainSetInfo
+from bf_jax.tasks.dg import domains
+from bf_jax.tasks.dg.domains import DomainSetInfo
 
 ROOT = pathlib.Path(__file__).parents[1]
 DOMAINS = ("d0", "d1", "d 2")  # a space, as OfficeHome's "Real World"
@@ -190,10 +190,10 @@ def test_registered_dataset_and_cli_match_the_function(tmp_path, capsys):
 
 
 def test_module_command_prepares(tmp_path):
-  """The documented ``python -m bf_jax.data.domains prepare`` runs as a program."""
+  """The documented ``python -m bf_jax.tasks.dg.domains prepare`` runs as a program."""
   pacs = domains.DG_DATASETS["pacs"]
   make_tree(tmp_path / "PACS", 2, pacs.domains, [f"c{k}" for k in range(7)], (("x.png", "rgb"),))
-  run = subprocess.run([sys.executable, "-m", "bf_jax.data.domains", "prepare", "--dataset",
+  run = subprocess.run([sys.executable, "-m", "bf_jax.tasks.dg.domains", "prepare", "--dataset",
                         "pacs", "--root", str(tmp_path / "PACS"), "--out", str(tmp_path / "o")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr
@@ -268,7 +268,7 @@ def test_source_errors(prepared, tmp_path):
   with pytest.raises(FileNotFoundError) as e:
     domains.domain_source("pacs", tmp_path / "dg", "photo")
   command = e.value.args[0].splitlines()[1].strip()
-  assert command.startswith("python -m bf_jax.data.domains prepare --dataset pacs --root ")
+  assert command.startswith("python -m bf_jax.tasks.dg.domains prepare --dataset pacs --root ")
   assert command.endswith(f"--out {tmp_path / 'dg'}")
   assert "art_painting/" in str(e.value)
   with pytest.raises(FileNotFoundError, match=r"'nope'.*domain_net.*pacs"):
@@ -281,7 +281,7 @@ def test_cli_prints_usage_and_rejects_unknown_dataset(capsys):
   with pytest.raises(SystemExit):
     domains.main(["prepare", "--dataset", "nope", "--root", "r", "--out", "o"])
   assert "pacs" in capsys.readouterr().err
-  assert "python -m bf_jax.data.domains prepare --dataset pacs" in domains.__doc__
+  assert "python -m bf_jax.tasks.dg.domains prepare --dataset pacs" in domains.__doc__
 
 
 # ----------------------------------------------------------------------------- in/out split

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bf_jax import train
+from bf_jax.tasks.classify import train
 from helpers import load_config, read_metrics
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bf_jax import data, train
+from bf_jax import data
+from bf_jax.tasks.classify import train
 from bf_jax.data.sources import ArraySource
 from helpers import ROOT, load_config, read_metrics
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bf_jax import knn
+from bf_jax.tasks.moco import knn
 
 
 def _reference_scores(query_NxC: np.ndarray, bank_MxC: np.ndarray, bank_labels_M: np.ndarray,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bf_jax import train
+from bf_jax.tasks.classify import train
 from bf_jax.data import load, split_files
 from helpers import load_config
 

@@ -8,8 +8,9 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from bf_jax.trainer import config_check, optim, sharding
-from bf_jax import contrastive, moco_steps, pretrain, tasks
+from bf_jax.trainer import optim, sharding
+from bf_jax.tasks.moco import contrastive, steps as moco_steps, pretrain
+from bf_jax import tasks
 from helpers import load_config, read_metrics
 
 
@@ -59,12 +60,12 @@ def test_pairing_that_needs_bf_keys_without_a_momentum_bf_is_refused():
   config = load_config("moco_v3_cifar10", "smoke")
   config.moco.momentum_bf = "none"
   with pytest.raises(ValueError, match="momentum_bf"):
-    config_check.validate(config)
+    tasks.validate(config)
   config.moco.pairing = "orig_keys"
-  config_check.validate(config)
+  tasks.validate(config)
   config.data.augment = "crop_flip"
   with pytest.raises(ValueError, match="data.augment='crop_flip'.*two views"):
-    config_check.validate(config)
+    tasks.validate(config)
 
 
 def test_momentum_schedule_and_ema_math():

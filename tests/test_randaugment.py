@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bf_jax.trainer import config_check
+from bf_jax import tasks
 from bf_jax.trainer.config_base import base_config
 from bf_jax.data import augment, randaugment as ra
 from bf_jax.data.pipeline import Preprocess
@@ -294,7 +294,7 @@ def test_config_check_accepts_deit_augmentation():
   assert "deit" in augment.AUGMENTATIONS
   config = base_config()
   config.data.augment = "deit"
-  config_check.validate(config)
+  tasks.validate(config)
   config.data.augment = "deit3"
   with pytest.raises(ValueError, match="data.augment"):
-    config_check.validate(config)
+    tasks.validate(config)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bf_jax.swad import SwadAverager, swad_window
+from bf_jax.tasks.dg.swad import SwadAverager, swad_window
 
 # Valley, defaults N_s=3, N_e=6, r=1.3. t_s: L0..L2 each have a smaller loss within their next
 # 3; L3=1.0 <= min(1.0, 1.1, 1.05) -> t_s=3, threshold 1.3. t_e: L7..L12 = 1.4..1.9 are all

@@ -8,8 +8,9 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from bf_jax.trainer import config_check, steps
-from bf_jax import train
+from bf_jax import tasks
+from bf_jax.trainer import steps
+from bf_jax.tasks.classify import train
 from bf_jax.models.resnet import build_resnet
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 from helpers import ROOT, load_config
@@ -80,4 +81,4 @@ def test_config_pretrained_initializes_the_backbone(tmp_path, fast_compile):
                               weights["layer4.1.bn2.running_var"])
   config.model.experts = 3
   with pytest.raises(ValueError, match="init.pretrained"):
-    config_check.validate(config)
+    tasks.validate(config)

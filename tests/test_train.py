@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from bf_jax import train
+from bf_jax.tasks.classify import train
 from helpers import load_config, train_losses
 
 

@@ -7,7 +7,8 @@ import optax
 import pytest
 from flax import nnx
 
-from bf_jax.trainer import config_check, optim
+from bf_jax import tasks
+from bf_jax.trainer import optim
 from bf_jax.trainer.config_base import base_config
 from bf_jax.trainer.losses import cross_entropy
 from bf_jax.models.classifier import build_model
@@ -78,7 +79,7 @@ def test_vit_config_checks(change, match):
   c.bf.update(enabled=True, insert_after=change.get("insert_after", (8,)),
               mode=change.get("mode", "shared"))
   with pytest.raises(ValueError, match=match):
-    config_check.validate(c)
+    tasks.validate(c)
 
 
 def test_adamw_decays_kernels_but_not_biases_norms_or_embeddings():

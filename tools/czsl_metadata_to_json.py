@@ -9,7 +9,7 @@ run this once, in any environment that has torch:
 
 It writes ``metadata_compositional-split-natural.json`` next to the .t7: a JSON list of the same
 records, in the same order, with exactly those four keys as strings. Then prepare the dataset with
-``python -m bf_jax.czsl.data prepare ...`` (see bf_jax/czsl/data.py).
+``python -m bf_jax.tasks.czsl.data prepare ...`` (see bf_jax/tasks/czsl/data.py).
 
 The file is read with ``torch.load(weights_only=True)`` (plain lists/dicts/strings need no
 arbitrary unpickling). If your torch refuses it, and you trust the file, pass ``--allow_pickle``.

@@ -127,7 +127,7 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
 
 def demo_runs(workdir: pathlib.Path) -> list[dict]:
   import importlib.util
-  from bf_jax import train
+  from bf_jax.tasks.classify import train
   spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs" / "digits_lt.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -97,7 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
       freeze_backbone=False,  # backbone fixed: no gradient, BatchNorm on running statistics
       pretrained=""))  # .npz of a torchvision ResNet state_dict (ImageNet weights) for the backbone
 
-  # task="moco": MoCo v3 pre-training (see bf_jax/contrastive.py for the pairings).
+  # task="moco": MoCo v3 pre-training (see bf_jax/tasks/moco/contrastive.py for the pairings).
   c.moco = ml_collections.ConfigDict(dict(
       dim=256, mlp_dim=4096, projector_layers=2, predictor_layers=2,  # MoCo v3 ResNet heads
       temperature=1.0, momentum=0.99, momentum_cosine=True,  # m: base -> 1 along a half cosine
@@ -106,8 +106,8 @@ def base_config() -> ml_collections.ConfigDict:
       knn_k=200, knn_temperature=0.1,
       knn_bank=0, knn_queries=0))  # examples in the kNN bank (train) / queries (test); 0: all
 
-  # task="dg": DomainBed-style leave-one-domain-out (bf_jax/dg/); data.name a DG dataset
-  # prepared under data.data_dir (python -m bf_jax.data.domains prepare ...).
+  # task="dg": DomainBed-style leave-one-domain-out (bf_jax/tasks/dg/); data.name a DG dataset
+  # prepared under data.data_dir (python -m bf_jax.tasks.dg.domains prepare ...).
   c.dg = ml_collections.ConfigDict(dict(
       test_domains=(),  # held-out domains, one run each; (): every domain of the dataset
       trial_seeds=(0,),  # one run per (test domain, trial seed): split, init, data order
@@ -116,8 +116,8 @@ def base_config() -> ml_collections.ConfigDict:
       algorithm="swad",  # "erm" | "swad" (ERM's selections are reported in both)
       swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3))
 
-  # task="czsl": closed-world compositional zero-shot learning (bf_jax/czsl/); data.name a CZSL
-  # dataset prepared under data.data_dir (python -m bf_jax.czsl.data prepare ...).
+  # task="czsl": closed-world compositional zero-shot learning (bf_jax/tasks/czsl/); data.name a CZSL
+  # dataset prepared under data.data_dir (python -m bf_jax.tasks.czsl.data prepare ...).
   c.czsl = ml_collections.ConfigDict(dict(
       model="cge",  # "cge" (graph convolution over attrs/objs/pairs) | "compcos"
       emb_dim=512,  # joint image / pair embedding width

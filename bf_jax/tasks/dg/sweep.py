@@ -8,7 +8,7 @@ domain the mean (and standard deviation) over trial seeds, and the mean over tes
 
 Compare sweeps (e.g. without and with BatchFormer) with:
 
-  python -m bf_jax.dg.sweep runs/dg_pacs_off runs/dg_pacs_bf
+  python -m bf_jax.tasks.dg.sweep runs/dg_pacs_off runs/dg_pacs_bf
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import config_check, sharding
-from bf_jax.data.domains import load_meta
-from bf_jax.dg.run import RESULT_FILE, train_one
-from bf_jax.models.classifier import check_scope
+from bf_jax.tasks.dg import checks
+from bf_jax.trainer import setup
+from bf_jax.tasks.dg.domains import load_meta
+from bf_jax.tasks.dg.run import RESULT_FILE, train_one
 
 log = logging.getLogger("bf_jax")
 SELECTIONS = {"erm_val": "ERM, training-domain validation", "erm_last": "ERM, last step",
@@ -40,11 +40,8 @@ def run_dir(workdir, domain: str, trial_seed: int) -> epath.Path:
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
         stop_at: int | None = None) -> dict[str, Any]:
   """Trains every pending (test domain, trial seed) run, then tabulates all of them."""
-  config_check.validate(config)
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch("batch_size", config.batch_size, mesh)
-  sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
-  check_scope(config.bf, config.batch_size, mesh.devices.size)
+  checks.validate(config)
+  setup.make_mesh(config, devices)  # its loud checks, before the first run
   domains = list(load_meta(config.data.name, config.data.data_dir)["domains"])
   test_domains = list(config.dg.test_domains) or domains
   results = []
@@ -121,7 +118,7 @@ def format_table(table: dict[str, Any], title: str) -> str:
 def main(argv: Sequence[str]) -> None:
   """Prints the table of each finished sweep workdir given (e.g. without / with BatchFormer)."""
   if not argv:
-    raise SystemExit("usage: python -m bf_jax.dg.sweep WORKDIR [WORKDIR ...]")
+    raise SystemExit("usage: python -m bf_jax.tasks.dg.sweep WORKDIR [WORKDIR ...]")
   for workdir in argv:
     path = epath.Path(workdir) / "results.json"
     if not path.exists():

@@ -5,7 +5,7 @@ digits: the digits are shuffled once (seed 0) and dealt into four disjoint domai
 rotated by its angle (0, 30, 60, 90 degrees) after upscaling to 16x16. Written as image folders,
 then converted by the same ``prepare`` as PACS & co:
 
-  python -m bf_jax.dg.digits --out ~/dg_data     # writes and prepares ~/dg_data/rotated_digits
+  python -m bf_jax.tasks.dg.digits --out ~/dg_data     # writes and prepares ~/dg_data/rotated_digits
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from bf_jax.data.domains import DG_DATASETS, prepare
+from bf_jax.tasks.dg.domains import DG_DATASETS, prepare
 
 NAME = "rotated_digits"
 SIZE = 16
@@ -48,7 +48,7 @@ def write_folders(root: str | pathlib.Path) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m bf_jax.dg.digits", description=__doc__)
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.tasks.dg.digits", description=__doc__)
   parser.add_argument("--out", required=True, help="writes <out>/rotated_digits/")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as raw:

@@ -3,7 +3,7 @@
 ERM (+ BatchFormer) on the training domains' in-splits with per-domain balanced batches; every
 ``eval_every_steps`` the model is evaluated on the training domains' out-splits (validation:
 accuracy and loss, mean over domains) and on the test domain. SWAD averages the weights of every
-step inside the window that the validation loss picks (``bf_jax/swad.py``) and is evaluated once
+step inside the window that the validation loss picks (``bf_jax/tasks/dg/swad.py``) and is evaluated once
 at the end. Reported, as SWAD/DomainBed report them, on the test domain's in-split:
 
 * ``erm_val``: the evaluation with the best validation accuracy (training-domain validation),
@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import checkpointing, loop, losses, optim, plots, sharding, steps, writers
+from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup, sharding, steps
+from bf_jax.trainer import writers
 from bf_jax.data import pipeline
-from bf_jax.dg.data import DGData, balanced_index_batches, load_dg
+from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.models.classifier import build_model
-from bf_jax.swad import SwadAverager
-from bf_jax.train import load_pretrained
+from bf_jax.tasks.dg.swad import SwadAverager
 
 log = logging.getLogger("bf_jax")
 RESULT_FILE = "result.json"
@@ -110,7 +110,7 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
   model = build_model(config.model, config.bf, data.num_classes, data.image_shape, local_batch,
                       seed)
   graphdef, params, stats, other = steps.split_model(model)
-  load_pretrained(config, params, stats)
+  setup.load_pretrained(config, params, stats)
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
   loss_fn = losses.build_loss(config.loss, data.train_class_counts, 0)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)

@@ -12,13 +12,13 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import checkpointing, config_check, loop, losses, optim, plots
-from bf_jax import data, metrics
+from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup
+from bf_jax import data
+from bf_jax.tasks.classify import checks, metrics
 from bf_jax.trainer import sharding, steps, writers
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
-from bf_jax.models.classifier import build_model, check_scope
-from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
+from bf_jax.models.classifier import build_model
 
 log = logging.getLogger("bf_jax")
 
@@ -80,31 +80,6 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
                   schedule, ckpt, writer)
 
 
-def prepare(config, devices: Sequence[jax.Device] | None = None
-            ) -> tuple[jax.sharding.Mesh, data.Data]:
-  """Checks the config against the mesh and loads the data: what every task does first."""
-  config_check.validate(config)
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch("batch_size", config.batch_size, mesh)
-  sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
-  check_scope(config.bf, config.batch_size, mesh.devices.size)
-  dataset = data.load(config.data)
-  if len(dataset.train_indices) < config.batch_size:
-    raise ValueError(f"The training set has {len(dataset.train_indices)} examples, fewer than "
-                     f"one global batch (batch_size={config.batch_size}); lower batch_size.")
-  log.info("data %s: %d train / %d eval examples, class counts %s", config.data.name,
-           len(dataset.train_indices), len(dataset.eval_source), dataset.train_class_counts.tolist())
-  return mesh, dataset
-
-
-def load_pretrained(config, params: dict, stats: dict) -> None:
-  """Puts ``init.pretrained`` (ImageNet weights, a torchvision .npz) into the backbone, if set."""
-  if config.init.pretrained:
-    params["backbone"], stats["backbone"] = load_torchvision_resnet(
-        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
-    log.info("backbone initialized from %s", config.init.pretrained)
-
-
 def train_and_evaluate(config, workdir: str | pathlib.Path,
                        devices: Sequence[jax.Device] | None = None,
                        stop_at: int | None = None) -> dict[str, Any]:
@@ -114,7 +89,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   run early at that step with a checkpoint, as a preemption would (rerun to resume).
   """
   # ---------------------------------------------------------------- config, mesh, data
-  mesh, dataset = prepare(config, devices)
+  checks.validate(config)
+  mesh, dataset = setup.prepare(config, devices)
   workdir = epath.Path(workdir)
 
   # ---------------------------------------------------------------- model, optimizer, steps
@@ -122,7 +98,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
                       local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
   graphdef, params, stats, other = steps.split_model(model)
-  load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them below
+  setup.load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them below
   frozen = ("backbone",) if config.init.freeze_backbone else ()
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
   loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)

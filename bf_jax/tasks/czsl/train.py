@@ -2,11 +2,11 @@
 
 A ResNet image encoder (fine-tuned, its own lr via ``optim.backbone_lr_mult``), BatchFormer on
 the pooled image feature (two streams, pair labels duplicated: features and labels both, unlike
-upstream's CGE command), then a compatibility head (CGE or CompCos, ``bf_jax/czsl/models.py``)
+upstream's CGE command), then a compatibility head (CGE or CompCos, ``bf_jax/tasks/czsl/models.py``)
 scoring every pair. Training sees only images of seen (training) pairs and a cross-entropy over
 the seen pairs: unseen pairs' logits are masked out of the softmax. Every ``eval_every_steps``
 the val and test splits are scored over all pairs and evaluated closed-world
-(``bf_jax/czsl/metrics.py``: bias sweep, AUC, best HM, ...); the reported test metrics are those
+(``bf_jax/tasks/czsl/metrics.py``: bias sweep, AUC, best HM, ...); the reported test metrics are those
 of the evaluation with the best val AUC (the czsl codebase's model selection).
 """
 
@@ -23,15 +23,15 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from bf_jax.trainer import checkpointing, config_check, loop, losses, optim, plots, sharding, steps
+from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup, sharding, steps
 from bf_jax.trainer import writers
-from bf_jax.czsl.data import CZSLData, load_czsl
-from bf_jax.czsl.metrics import closed_world_metrics
-from bf_jax.czsl.models import build_czsl_head
+from bf_jax.tasks.czsl import checks
+from bf_jax.tasks.czsl import steps as czsl_steps
+from bf_jax.tasks.czsl.data import CZSLData, load_czsl
+from bf_jax.tasks.czsl.metrics import closed_world_metrics
+from bf_jax.tasks.czsl.models import build_czsl_head
 from bf_jax.data import IMAGENET_MEAN, IMAGENET_STD, pipeline
-from bf_jax.models.classifier import (Classifier, build_backbone, build_batchformer,
-                                      check_scope)
-from bf_jax.train import load_pretrained
+from bf_jax.models.classifier import (Classifier, build_backbone, build_batchformer)
 
 log = logging.getLogger("bf_jax")
 REPORTED = ("AUC", "best_hm", "best_seen", "best_unseen", "attr_acc", "obj_acc")
@@ -93,11 +93,8 @@ def train_czsl(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device
   """Trains the config in ``workdir`` (resuming if it holds a checkpoint); returns the test
   metrics of the best-val-AUC evaluation."""
   # ---------------------------------------------------------------- config, mesh, data
-  config_check.validate(config)
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch("batch_size", config.batch_size, mesh)
-  sharding.check_batch("eval_batch_size", config.eval_batch_size, mesh)
-  check_scope(config.bf, config.batch_size, mesh.devices.size)
+  checks.validate(config)
+  mesh = setup.make_mesh(config, devices)
   data = load_czsl(config.data.name, config.data.data_dir)
   train_source = data.sources["train"]
   if len(train_source) < config.batch_size:
@@ -124,12 +121,12 @@ def train_czsl(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device
   local_batch = config.batch_size // mesh.devices.size
   model = build_czsl_model(config, data, (size, size, 3), local_batch, config.seed)
   graphdef, params, stats, other = steps.split_model(model)
-  load_pretrained(config, params, stats)
+  setup.load_pretrained(config, params, stats)
   tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
   train_step = steps.make_train_step(graphdef, other, tx, seen_pairs_loss(seen), mesh,
                                      config.seed, skip_nonfinite=config.optim.skip_nonfinite > 0)
-  logits_step = steps.make_logits_step(graphdef, other, mesh)
+  logits_step = czsl_steps.make_logits_step(graphdef, other, mesh)
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   history: list[dict] = []

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bf_jax.czsl.metrics import Pairs
+from bf_jax.tasks.czsl.metrics import Pairs
 
 KINDS = ("compcos", "cge")
 

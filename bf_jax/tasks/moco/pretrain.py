@@ -16,13 +16,13 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import checkpointing, loop, optim, plots, sharding, steps, writers
-from bf_jax import knn, moco_steps
+from bf_jax.tasks.moco import checks, knn
+from bf_jax.tasks.moco import steps as moco_steps
+from bf_jax.trainer import checkpointing, loop, optim, plots, setup, sharding, steps, writers
 from bf_jax.data import Data, pipeline
 from bf_jax.data.split_files import Subset
 from bf_jax.models.classifier import build_backbone, build_batchformer
-from bf_jax.models.moco import build_moco, momentum_params
-from bf_jax.train import prepare
+from bf_jax.tasks.moco.model import build_moco, momentum_params
 
 log = logging.getLogger("bf_jax")
 
@@ -88,7 +88,8 @@ def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] 
   Returns the step reached and the last kNN monitor accuracy (``knn_acc``).
   """
   # ---------------------------------------------------------------- config, mesh, data
-  mesh, dataset = prepare(config, devices)
+  checks.validate(config)
+  mesh, dataset = setup.prepare(config, devices)
   workdir = epath.Path(workdir)
 
   # ---------------------------------------------------------------- models, optimizer, steps

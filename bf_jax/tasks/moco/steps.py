@@ -18,7 +18,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from bf_jax.contrastive import moco_loss_rows
+from bf_jax.tasks.moco.contrastive import moco_loss_rows
 from bf_jax.trainer.sharding import AXIS
 from bf_jax.trainer.steps import State, apply_update
 

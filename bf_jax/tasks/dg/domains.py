@@ -4,7 +4,7 @@ They ship as image folders, ``<root>/<domain>/<class>/<image files>``. Decoding 
 of loose files in every epoch is slow and depends on the folder staying intact, so each dataset is
 converted ONCE into one array_record file per domain, then read back as random-access sources:
 
-  python -m bf_jax.data.domains prepare --dataset pacs --root /data/PACS --out ~/dg_data \\
+  python -m bf_jax.tasks.dg.domains prepare --dataset pacs --root /data/PACS --out ~/dg_data \\
       [--image_size 224] [--format png|jpeg]
 
 ``--root`` is the folder that holds the domain folders (for PACS: ``art_painting/``,
@@ -39,23 +39,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import pathlib
 import shlex
-import struct
 import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 1
-IMAGE_FORMATS = ("png", "jpeg")
-JPEG_QUALITY = 95
-_HEADER = struct.Struct("<qH")  # label, length of the relative path
-_WRITER_OPTIONS = "group_size:1,uncompressed"  # random access; images are compressed already
-
+from bf_jax.data.image_records import (FORMAT_VERSION, IMAGE_FORMATS, WRITER_OPTIONS, RecordFile,
+                                       encode_image, encode_record, load_image, read_meta)
 
 @dataclasses.dataclass(frozen=True)
 class DomainSetInfo:
@@ -71,7 +65,7 @@ DG_DATASETS: dict[str, DomainSetInfo] = {
                                       "location_100"), 10),
     "domain_net": DomainSetInfo(("clipart", "infograph", "painting", "quickdraw", "real",
                                  "sketch"), 345),
-    # The embedded digits, rotated per domain (RotatedMNIST-style; bf_jax/dg/digits.py writes it).
+    # The embedded digits, rotated per domain (RotatedMNIST-style; bf_jax/tasks/dg/digits.py writes it).
     "rotated_digits": DomainSetInfo(("rot0", "rot30", "rot60", "rot90"), 10),
 }
 
@@ -139,63 +133,6 @@ def _scan(root: pathlib.Path, info: DomainSetInfo,
   return classes, files
 
 
-def load_image(path: pathlib.Path, image_size: int | None):
-  """Pillow RGB image of ``path``; with ``image_size``, bicubic-resized so the shorter side is it."""
-  from PIL import Image
-
-  try:
-    with Image.open(path) as im:
-      image = im.convert("RGB")  # reads the pixels, so truncated files fail here
-  except Exception as e:  # Pillow raises OSError, ValueError, DecompressionBombError, ...
-    raise ValueError(f"cannot read image {path} ({type(e).__name__}: {e}); delete or replace "
-                     f"the file (hidden files are skipped; everything else must be an image).") \
-        from e
-  if image_size is not None:
-    w, h = image.size
-    if w <= h:
-      size = (image_size, max(1, round(h * image_size / w)))
-    else:
-      size = (max(1, round(w * image_size / h)), image_size)
-    if size != image.size:
-      image = image.resize(size, Image.Resampling.BICUBIC)
-  return image
-
-
-def encode_image(image, image_format: str) -> bytes:
-  """PNG or JPEG (quality ``JPEG_QUALITY``, 4:4:4) bytes of a Pillow image."""
-  buf = io.BytesIO()
-  if image_format == "png":
-    image.save(buf, format="PNG")
-  else:
-    image.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4: keep color
-  return buf.getvalue()
-
-
-def encode_record(label: int, rel_path: str, image_bytes: bytes) -> bytes:
-  """One record: ``<qH`` (label, path length), the relative path (UTF-8), the encoded image."""
-  path = rel_path.encode("utf-8")
-  if len(path) > 0xFFFF:
-    raise ValueError(f"file path {rel_path[:80]!r}... is longer than 65535 bytes.")
-  return _HEADER.pack(label, len(path)) + path + image_bytes
-
-
-def decode_header(record: bytes) -> tuple[int, str, int]:
-  """(label, relative path, offset of the image bytes) of a record, without decoding pixels."""
-  label, n = _HEADER.unpack_from(record)
-  start = _HEADER.size
-  return label, record[start:start + n].decode("utf-8"), start + n
-
-
-def decode_record(record: bytes) -> dict[str, Any]:
-  """``{'image': HxWx3 uint8, 'label': int}`` of a record."""
-  from PIL import Image
-
-  label, _, offset = decode_header(record)
-  with Image.open(io.BytesIO(record[offset:])) as im:
-    image = np.array(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
-  return {"image": image, "label": label}
-
-
 def prepare(name: str, root: str | os.PathLike, out_dir: str | os.PathLike,
             image_size: int | None = None, *, image_format: str = "png",
             info: DomainSetInfo | None = None,
@@ -227,7 +164,7 @@ def prepare(name: str, root: str | os.PathLike, out_dir: str | os.PathLike,
   for d in info.domains:
     labels = []
     tmp = out / f"{d}.array_record.tmp"
-    writer = array_record_module.ArrayRecordWriter(str(tmp), _WRITER_OPTIONS)
+    writer = array_record_module.ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
     try:
       for label, class_files in enumerate(files[d]):
         for path in class_files:
@@ -270,7 +207,7 @@ def prepare(name: str, root: str | os.PathLike, out_dir: str | os.PathLike,
 
 def prepare_command(name: str, data_dir: str | os.PathLike) -> str:
   """The shell command that prepares ``name`` into ``data_dir``, for error messages."""
-  command = (f"python -m bf_jax.data.domains prepare --dataset {shlex.quote(name)} "
+  command = (f"python -m bf_jax.tasks.dg.domains prepare --dataset {shlex.quote(name)} "
              f"--root /path/to/{shlex.quote(name)} --out {shlex.quote(str(data_dir))}")
   info = DG_DATASETS.get(name)
   if info:
@@ -278,61 +215,9 @@ def prepare_command(name: str, data_dir: str | os.PathLike) -> str:
   return command
 
 
-def read_meta(name: str, data_dir: str | os.PathLike, known: Sequence[str], kind: str,
-              prepare: str) -> dict[str, Any]:
-  """``<data_dir>/<name>/meta.json`` of a prepared set (format FORMAT_VERSION); loud errors that
-  print ``prepare`` (the commands) when it is absent or stale. ``known``: the registry's names."""
-  path = pathlib.Path(data_dir).expanduser() / name / "meta.json"
-  if not path.is_file():
-    if name not in known and not path.parent.is_dir():
-      raise FileNotFoundError(f"{kind} {name!r} is unknown and not prepared under {data_dir}; "
-                              f"choose one of {sorted(known)}.")
-    raise FileNotFoundError(f"{name} is not prepared under {data_dir} (no {path}). Prepare it "
-                            f"once with:\n  {prepare}")
-  meta = json.loads(path.read_text())
-  if meta.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path} has format version {meta.get('format_version')!r} but this code "
-                     f"reads version {FORMAT_VERSION}; prepare it again:\n  {prepare}")
-  return meta
-
-
 def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
   """``meta.json`` of a prepared DG dataset; a loud error with the prepare command if absent."""
   return read_meta(name, data_dir, DG_DATASETS, "dataset", prepare_command(name, data_dir))
-
-
-class RecordFile:
-  """Random-access records ``{'image', 'label'}`` of one prepared part (a domain, a split):
-  ``<folder>/<part>.array_record`` and ``<part>.labels.npy``, checked against the count that
-  ``meta.json`` gives. Picklable (grain worker processes reopen the file lazily); ``labels``
-  (int64) needs no decode."""
-
-  def __init__(self, folder: pathlib.Path, part: str, expected: int, what: str, fix: str):
-    from grain.sources import ArrayRecordDataSource
-
-    self.what = what
-    self.labels = np.load(folder / f"{part}.labels.npy").astype(np.int64)
-    self._records = ArrayRecordDataSource(str(folder / f"{part}.array_record"))
-    if not (len(self._records) == len(self.labels) == expected):
-      raise ValueError(f"{folder}/{part}.* disagree: {len(self._records)} records, "
-                       f"{len(self.labels)} labels, {expected} in meta.json; the files are "
-                       f"damaged or mixed: prepare again:\n  {fix}")
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def _index(self, i: int) -> int:
-    i = int(i)
-    if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {self.what} of {len(self)}.")
-    return i % len(self)
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    return decode_record(self._records[self._index(i)])
-
-  def file_name(self, i: int) -> str:
-    """The relative path stored with record ``i`` (no pixel decode)."""
-    return decode_header(self._records[self._index(i)])[1]
 
 
 class DomainSource(RecordFile):
@@ -377,7 +262,7 @@ def in_out_split(num_examples: int, holdout_fraction: float = 0.2,
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``prepare``: converts a dataset's image folders; prints and returns the meta dict."""
-  parser = argparse.ArgumentParser(prog="python -m bf_jax.data.domains",
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.tasks.dg.domains",
                                    description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("prepare", help="convert <root>/<domain>/<class>/<images> to array_record")

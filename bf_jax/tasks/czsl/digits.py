@@ -7,7 +7,7 @@ train/val/test; each image gets a colour that makes its pair one of its split's 
 seen pairs; val/test: that split's seen and unseen pairs), and is written as a 16x16 RGB image
 in the czsl layout, then converted by the same ``prepare`` as MIT-States & co:
 
-  python -m bf_jax.czsl.digits --out ~/czsl_data   # writes and prepares ~/czsl_data/colored_digits
+  python -m bf_jax.tasks.czsl.digits --out ~/czsl_data   # writes and prepares ~/czsl_data/colored_digits
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from bf_jax.czsl.data import DEFAULT_SPLIT, prepare
+from bf_jax.tasks.czsl.data import DEFAULT_SPLIT, prepare
 
 NAME = "colored_digits"
 COLORS = {"red": (1.0, 0.15, 0.1), "green": (0.1, 0.9, 0.2), "blue": (0.15, 0.3, 1.0),
@@ -88,7 +88,7 @@ def write_folders(root: str | pathlib.Path, seed: int = 0) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m bf_jax.czsl.digits", description=__doc__)
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.tasks.czsl.digits", description=__doc__)
   parser.add_argument("--out", required=True, help="writes <out>/colored_digits/")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as raw:

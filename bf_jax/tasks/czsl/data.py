@@ -13,7 +13,7 @@ dataset folder ``<root>`` (conventionally ``data/mit-states``, ``data/ut-zap50k`
 
   then prepare (once):
 
-    python -m bf_jax.czsl.data prepare --dataset mit_states --root data/mit-states \\
+    python -m bf_jax.tasks.czsl.data prepare --dataset mit_states --root data/mit-states \\
         --out ~/czsl_data [--image_size 256] [--format jpeg|png]
 
 Vocabularies and labels are those of ``metrics.Pairs.from_splits``: attributes, objects and pairs
@@ -24,7 +24,7 @@ the dropped ones are counted by reason: ``set`` (set not train/val/test), ``attr
 ``pair_unlisted`` (in no pair file), ``pair_other_split`` (listed only for another split).
 Kept instances stay in metadata order. Every kept image must exist.
 
-Output, under ``<out>/<dataset>/``, in the format of ``bf_jax.data.domains`` (record = label,
+Output, under ``<out>/<dataset>/``, in the format of ``bf_jax.data.image_records`` (record = label,
 relative path under ``images/``, encoded image; Pillow RGB, optional bicubic resize of the
 shorter side to ``--image_size``): ``{train,val,test}.array_record``, ``{split}.labels.npy``
 (int64 pair indices) and, written LAST, ``meta.json``: format_version, attrs, objs, pairs,
@@ -47,16 +47,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bf_jax.czsl.metrics import Pairs
-from bf_jax.data import domains
+from bf_jax.data import image_records
+from bf_jax.tasks.czsl.metrics import Pairs
 
-FORMAT_VERSION = domains.FORMAT_VERSION  # the record format of bf_jax/data/domains.py
+FORMAT_VERSION = image_records.FORMAT_VERSION  # the record format of bf_jax/data/image_records.py
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT = "compositional-split-natural"
 # Registry name -> the dataset's conventional folder name (as the czsl download script makes it).
 CZSL_DATASETS: dict[str, str] = {"mit_states": "mit-states", "ut_zappos": "ut-zap50k",
                                  "cgqa": "cgqa",
-                                 "colored_digits": "colored-digits"}  # bf_jax/czsl/digits.py
+                                 "colored_digits": "colored-digits"}  # bf_jax/tasks/czsl/digits.py
 _CONVERTER = "tools/czsl_metadata_to_json.py"
 _DROP_REASONS = ("set", "attr_na", "pair_unlisted", "pair_other_split")
 
@@ -147,11 +147,11 @@ def _write_split(path: pathlib.Path, items: list[tuple[str, int]], images: pathl
   from array_record.python import array_record_module
 
   tmp = path.with_name(path.name + ".tmp")
-  writer = array_record_module.ArrayRecordWriter(str(tmp), domains._WRITER_OPTIONS)
+  writer = array_record_module.ArrayRecordWriter(str(tmp), image_records.WRITER_OPTIONS)
   try:
     for rel, label in items:
-      image = domains.load_image(images / rel, image_size)
-      writer.write(domains.encode_record(label, rel, domains.encode_image(image, image_format)))
+      image = image_records.load_image(images / rel, image_size)
+      writer.write(image_records.encode_record(label, rel, image_records.encode_image(image, image_format)))
   except BaseException:
     writer.close()
     tmp.unlink(missing_ok=True)
@@ -172,9 +172,9 @@ def prepare(name: str, root: str | os.PathLike, out_dir: str | os.PathLike,
   if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                  or image_size < 1):
     raise ValueError(f"image_size={image_size!r} must be a positive int or None.")
-  if image_format not in domains.IMAGE_FORMATS:
+  if image_format not in image_records.IMAGE_FORMATS:
     raise ValueError(f"image_format={image_format!r} is unknown; use one of "
-                     f"{domains.IMAGE_FORMATS}.")
+                     f"{image_records.IMAGE_FORMATS}.")
   log = log or (lambda line: None)
   root = pathlib.Path(root).expanduser()
   if not root.is_dir():
@@ -218,17 +218,17 @@ def prepare_command(name: str, data_dir: str | os.PathLike) -> str:
   """The shell commands that prepare ``name`` into ``data_dir``, for error messages."""
   root = f"data/{CZSL_DATASETS.get(name, name)}"
   return (f"python {_CONVERTER} {root}/metadata_{DEFAULT_SPLIT}.t7\n  "
-          f"python -m bf_jax.czsl.data prepare --dataset {shlex.quote(name)} --root {root} "
+          f"python -m bf_jax.tasks.czsl.data prepare --dataset {shlex.quote(name)} --root {root} "
           f"--out {shlex.quote(str(data_dir))}")
 
 
 def load_meta(name: str, data_dir: str | os.PathLike) -> dict[str, Any]:
   """``meta.json`` of a prepared dataset; a loud error with the prepare commands if absent."""
-  return domains.read_meta(name, data_dir, CZSL_DATASETS, "CZSL dataset",
+  return image_records.read_meta(name, data_dir, CZSL_DATASETS, "CZSL dataset",
                            prepare_command(name, data_dir))
 
 
-class CZSLSource(domains.RecordFile):
+class CZSLSource(image_records.RecordFile):
   """One prepared split: ``{'image': HxWx3 uint8, 'label': pair index}``; ``file_name(i)`` is
   the image's path under ``<root>/images/``."""
 
@@ -272,7 +272,7 @@ def load_czsl(name: str, data_dir: str | os.PathLike) -> CZSLData:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``prepare``: converts a dataset; prints per-split image/pair counts; returns the meta dict."""
-  parser = argparse.ArgumentParser(prog="python -m bf_jax.czsl.data",
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.tasks.czsl.data",
                                    description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("prepare", help="convert a CZSL dataset folder to array_record")
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--out", required=True, help="writes <out>/<dataset>/")
   p.add_argument("--image_size", type=int, default=None,
                  help="resize so the shorter side is this (default: as stored)")
-  p.add_argument("--format", default="jpeg", choices=domains.IMAGE_FORMATS,
+  p.add_argument("--format", default="jpeg", choices=image_records.IMAGE_FORMATS,
                  help="jpeg: quality 95 (default); png: lossless, larger")
   p.add_argument("--split", default=DEFAULT_SPLIT, help="split folder name under --root")
   args = parser.parse_args(argv)

@@ -1,0 +1,10 @@
+"""``task="classify"``: supervised (long-tailed) classification with BatchFormer.
+
+``train.py``: the run (train, evaluate, select, per-class accuracy); ``metrics.py``: the
+many/medium/few-shot accuracies; ``checks.py``: the config checks.
+"""
+
+from bf_jax.tasks.classify.checks import validate
+from bf_jax.tasks.classify.train import train_and_evaluate as run
+
+__all__ = ["validate", "run"]
