@@ -18,8 +18,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bf_jax.trainer import plots, writers
 from bf_jax.tasks.classify import train
+from bf_jax.trainer import plots, writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Parent folder of the runs.")

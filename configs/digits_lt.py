@@ -15,7 +15,6 @@ Args: bf=on|off, smoke (a few steps, for tests), seed=N, imbalance=F.
 
 from bf_jax.trainer.config_base import base_config, parse_arg
 
-
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, imbalance=50.0)
 

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT, load_config
 
-from bf_jax.tasks.classify import train
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.data.split_files import read_split_file
-from helpers import ROOT, load_config
+from bf_jax.tasks.classify import train
 
 
 def _smoke():

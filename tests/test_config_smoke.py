@@ -7,18 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
+from helpers import ROOT, config_module, make_czsl_toy, train_losses
 from PIL import Image
 
-from bf_jax import tasks
-from bf_jax import data
+from bf_jax import data, tasks
 from bf_jax.data import pipeline
-from bf_jax.tasks.dg import domains
 from bf_jax.tasks.czsl import data as czsl_data
 from bf_jax.tasks.czsl.train import build_czsl_model
 from bf_jax.tasks.dg import data as dg_data
-from bf_jax.tasks.dg import sweep
-from helpers import ROOT, config_module, make_czsl_toy, train_losses
+from bf_jax.tasks.dg import domains, sweep
 
 SMOKE_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
 

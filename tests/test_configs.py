@@ -3,10 +3,10 @@
 import pathlib
 
 import pytest
+from helpers import ROOT, config_module
 
 from bf_jax import tasks
 from bf_jax.trainer.config_base import base_config, parse_arg
-from helpers import ROOT, config_module
 
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from bf_jax.tasks.czsl.metrics import Pairs
 from bf_jax.tasks.czsl.models import (CGE, CompCos, ImageEmbedder, build_czsl_head, cge_adjacency,
-                                load_word_vectors, word_tokens)
+                                      load_word_vectors, word_tokens)
 
 # 2 attrs x 2 objs, 3 pairs (sorted): 0=(a0,o0) seen, 1=(a0,o1) seen, 2=(a1,o0) unseen.
 TINY = Pairs.from_splits([("a0", "o0"), ("a0", "o1")], [], [("a1", "o0")],

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import make_czsl_toy, read_metrics
 
-from bf_jax.trainer import optim
 from bf_jax import tasks
-from bf_jax.trainer.config_base import base_config
 from bf_jax.tasks.czsl import data as czsl_data
 from bf_jax.tasks.czsl.train import seen_pairs_loss
-from helpers import make_czsl_toy, read_metrics
+from bf_jax.trainer import optim
+from bf_jax.trainer.config_base import base_config
 
 
 @pytest.fixture(scope="module")

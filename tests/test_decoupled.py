@@ -4,11 +4,11 @@ import chex
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import load_config
 
-from bf_jax.tasks.classify import train
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource
-from helpers import load_config
+from bf_jax.tasks.classify import train
 
 
 def _state(workdir):

@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 
 from bf_jax import tasks
-from bf_jax.trainer.config_base import base_config
-from bf_jax.tasks.dg import domains
-from bf_jax.tasks.dg.domains import DomainSetInfo
 from bf_jax.tasks.dg import data as dg_data
+from bf_jax.tasks.dg import domains, sweep
 from bf_jax.tasks.dg import run as dg_run
-from bf_jax.tasks.dg import sweep
+from bf_jax.tasks.dg.domains import DomainSetInfo
 from bf_jax.tasks.dg.swad import SwadAverager
+from bf_jax.trainer.config_base import base_config
 
 NAME = "toy_dg"
 DOMAINS = ("red", "green", "blue")
@@ -253,6 +252,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path, f
 
 def test_rotated_digits_deals_disjoint_rotated_domains(tmp_path):
   from sklearn.datasets import load_digits
+
   from bf_jax.tasks.dg import digits
 
   counts = digits.write_folders(tmp_path)

@@ -4,9 +4,9 @@ checkpointed, and is evaluated alongside (eval_ema/acc)."""
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from helpers import load_config, read_metrics
 
 from bf_jax.tasks.classify import train
-from helpers import load_config, read_metrics
 
 
 def test_ema_follows_the_params_and_is_evaluated(tmp_path, monkeypatch, fast_compile):

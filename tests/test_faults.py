@@ -14,11 +14,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import ROOT, load_config, read_metrics
 
 from bf_jax import data
-from bf_jax.tasks.classify import train
 from bf_jax.data.sources import ArraySource
-from helpers import ROOT, load_config, read_metrics
+from bf_jax.tasks.classify import train
 
 
 def _steps(workdir) -> list[int]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import ROOT, read_metrics
 
 LAUNCH = ROOT / "launch"

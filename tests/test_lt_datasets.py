@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from bf_jax.tasks.classify import train
-from bf_jax.data import load, split_files
 from helpers import load_config
+
+from bf_jax.data import load, split_files
+from bf_jax.tasks.classify import train
 
 CLASSES = 5
 

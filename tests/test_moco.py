@@ -7,11 +7,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-
-from bf_jax.trainer import optim, sharding
-from bf_jax.tasks.moco import contrastive, steps as moco_steps, pretrain
-from bf_jax import tasks
 from helpers import load_config, read_metrics
+
+from bf_jax import tasks
+from bf_jax.tasks.moco import contrastive, pretrain
+from bf_jax.tasks.moco import steps as moco_steps
+from bf_jax.trainer import optim, sharding
 
 
 def _np_info_nce(q, k, first, t):

@@ -11,12 +11,12 @@ import time
 
 import chex
 import jax
-import orbax.checkpoint as ocp
 import numpy as np
+import orbax.checkpoint as ocp
+from helpers import ROOT, load_config, read_metrics, train_losses
 
 from bf_jax import tasks
 from bf_jax.tasks.classify import train
-from helpers import ROOT, load_config, read_metrics, train_losses
 
 STEPS = ["--config.total_steps=6", "--config.log_every_steps=1", "--config.eval_every_steps=0",
          "--config.ckpt.every_steps=1"]

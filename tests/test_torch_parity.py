@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bf_jax import BatchFormer
-from bf_jax import load_torch_state_dict
+from bf_jax import BatchFormer, load_torch_state_dict
 from bf_jax.layer.torch_weights import _LAYER_MAP
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "torch_encoder_layer.npz")

@@ -7,13 +7,13 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
+from helpers import ROOT, load_config
 
 from bf_jax import tasks
-from bf_jax.trainer import steps
-from bf_jax.tasks.classify import train
 from bf_jax.models.resnet import build_resnet
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
-from helpers import ROOT, load_config
+from bf_jax.tasks.classify import train
+from bf_jax.trainer import steps
 
 GOLDEN = ROOT / "tests" / "golden" / "torchvision_resnet.npz"  # tools/make_resnet_golden.py
 WIDTH = {"resnet18": 1 / 8, "resnet50": 1 / 16}  # the golden models' reduced widths

@@ -6,9 +6,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
+from helpers import load_config, train_losses
 
 from bf_jax.tasks.classify import train
-from helpers import load_config, train_losses
 
 
 def test_digits_smoke_trains_logs_and_plots(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bf_jax.layer import v2
 from bf_jax import BatchFormer, load_torch_state_dict
+from bf_jax.layer import v2
 
 GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "torch_encoder_layer.npz")
 

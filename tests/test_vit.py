@@ -8,11 +8,11 @@ import pytest
 from flax import nnx
 
 from bf_jax import tasks
+from bf_jax.models.classifier import build_model
+from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 from bf_jax.trainer import optim
 from bf_jax.trainer.config_base import base_config
 from bf_jax.trainer.losses import cross_entropy
-from bf_jax.models.classifier import build_model
-from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 
 
 def _vit(insert_after=(0, 2), drop=0.0, shared=True):
@@ -111,8 +111,8 @@ def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
   and drop path keyed by global row, so 8 devices take the step 1 device takes."""
   import optax as _optax
 
-  from bf_jax.trainer import losses, sharding, steps
   from bf_jax.layer import v2
+  from bf_jax.trainer import losses, sharding, steps
 
   def build(axis_name):
     rngs = nnx.Rngs(0)

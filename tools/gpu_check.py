@@ -24,8 +24,7 @@ from flax import nnx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bf_jax import BatchFormer  # noqa: E402
-from bf_jax import load_torch_state_dict  # noqa: E402
+from bf_jax import BatchFormer, load_torch_state_dict  # noqa: E402
 from bf_jax.bench.jax_steps import median_ms  # noqa: E402
 
 
@@ -89,8 +88,9 @@ def layer_timing(dim=2048, batches=(256, 1024, 4096)) -> list[dict]:
 def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
   """ResNet-50 + Balanced Softmax train step (the ImageNet-LT config), with/without BatchFormer."""
   import importlib.util
-  from bf_jax.trainer import losses, optim, sharding, steps
+
   from bf_jax.models.classifier import build_model
+  from bf_jax.trainer import losses, optim, sharding, steps
   spec = importlib.util.spec_from_file_location(
       "cfg", ROOT / "configs" / "imagenet_lt_balanced_softmax_r50.py")
   module = importlib.util.module_from_spec(spec)
@@ -127,6 +127,7 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
 
 def demo_runs(workdir: pathlib.Path) -> list[dict]:
   import importlib.util
+
   from bf_jax.tasks.classify import train
   spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs" / "digits_lt.py")
   module = importlib.util.module_from_spec(spec)

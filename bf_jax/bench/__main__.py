@@ -20,8 +20,7 @@ import sys
 import jax
 
 from bf_jax.bench import report
-from bf_jax.bench.jax_steps import (RECIPES, Case, eval_programs_equal, paired_overhead,
-                                    time_case)
+from bf_jax.bench.jax_steps import RECIPES, Case, eval_programs_equal, paired_overhead, time_case
 
 TORCH_REF = pathlib.Path(__file__).with_name("torch_ref.py")
 

@@ -10,9 +10,9 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from bf_jax.models.classifier import build_model
 from bf_jax.trainer import losses, optim, sharding, steps
 from bf_jax.trainer.config_base import base_config
-from bf_jax.models.classifier import build_model
 
 # (image size, classes) each backbone is benchmarked at: its recipe's input.
 RECIPES = {"resnet32": (32, 100), "resnet10": (224, 1000), "resnet50": (224, 1000),

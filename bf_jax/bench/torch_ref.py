@@ -10,8 +10,8 @@ import statistics
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class _Basic(nn.Module):

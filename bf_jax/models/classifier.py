@@ -8,8 +8,8 @@ from flax import nnx
 
 from bf_jax.layer.batchformer import BatchFormer, two_stream
 from bf_jax.models.backbones import MLP, TinyCNN
-from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.heads import HEADS, build_head
+from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.ride import RIDE
 from bf_jax.models.vit import VIT_ARCHS, build_vit
 

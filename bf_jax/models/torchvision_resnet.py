@@ -100,8 +100,9 @@ def load_torchvision_resnet(arch: str, params: dict, stats: dict,
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
   """The arrays of an .npz file (local or gs://), with a clear error when it is missing."""
-  from etils import epath
   import io
+
+  from etils import epath
 
   file = epath.Path(path)
   if not file.exists():

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Collection
 
-from bf_jax.layer.batchformer import MODES
 from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
 from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
-from bf_jax.trainer.losses import LOSSES
+from bf_jax.layer.batchformer import MODES
 from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.models.vit import VIT_ARCHS
+from bf_jax.trainer.losses import LOSSES
 from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
 
 

@@ -12,13 +12,13 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup
 from bf_jax import data
-from bf_jax.tasks.classify import checks, metrics
-from bf_jax.trainer import sharding, steps, writers
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model
+from bf_jax.tasks.classify import checks, metrics
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
+                            writers)
 
 log = logging.getLogger("bf_jax")
 

@@ -23,15 +23,15 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup, sharding, steps
-from bf_jax.trainer import writers
+from bf_jax.data import IMAGENET_MEAN, IMAGENET_STD, pipeline
+from bf_jax.models.classifier import Classifier, build_backbone, build_batchformer
 from bf_jax.tasks.czsl import checks
 from bf_jax.tasks.czsl import steps as czsl_steps
 from bf_jax.tasks.czsl.data import CZSLData, load_czsl
 from bf_jax.tasks.czsl.metrics import closed_world_metrics
 from bf_jax.tasks.czsl.models import build_czsl_head
-from bf_jax.data import IMAGENET_MEAN, IMAGENET_STD, pipeline
-from bf_jax.models.classifier import (Classifier, build_backbone, build_batchformer)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
+                            writers)
 
 log = logging.getLogger("bf_jax")
 REPORTED = ("AUC", "best_hm", "best_seen", "best_unseen", "attr_acc", "obj_acc")

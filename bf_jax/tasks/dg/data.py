@@ -22,9 +22,9 @@ import grain
 import numpy as np
 
 from bf_jax.data import IMAGENET_MEAN, IMAGENET_STD
-from bf_jax.tasks.dg.domains import DG_DATASETS, domain_source, in_out_split, load_meta
 from bf_jax.data.pipeline import Preprocess
 from bf_jax.data.split_files import Subset
+from bf_jax.tasks.dg.domains import DG_DATASETS, domain_source, in_out_split, load_meta
 
 
 class Concat:

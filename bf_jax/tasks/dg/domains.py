@@ -51,6 +51,7 @@ import numpy as np
 from bf_jax.data.image_records import (FORMAT_VERSION, IMAGE_FORMATS, WRITER_OPTIONS, RecordFile,
                                        encode_image, encode_record, load_image, read_meta)
 
+
 @dataclasses.dataclass(frozen=True)
 class DomainSetInfo:
   domains: tuple[str, ...]  # domain folder names, in the conventional (paper/DomainBed) order

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from bf_jax.trainer.config_base import base_config, parse_arg
 from bf_jax.tasks.dg.domains import DG_DATASETS
+from bf_jax.trainer.config_base import base_config, parse_arg
 
 # Documented args of every configs/dg_*.py, and their defaults.
 ARGS = dict(bf=True, smoke=False, arch="resnet18", algorithm="swad", seeds=3, bf_lr=0.0,

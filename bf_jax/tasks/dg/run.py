@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from bf_jax.trainer import checkpointing, loop, losses, optim, plots, setup, sharding, steps
-from bf_jax.trainer import writers
 from bf_jax.data import pipeline
-from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.models.classifier import build_model
+from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.swad import SwadAverager
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
+                            writers)
 
 log = logging.getLogger("bf_jax")
 RESULT_FILE = "result.json"

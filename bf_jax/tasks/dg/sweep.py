@@ -24,9 +24,9 @@ import numpy as np
 from etils import epath
 
 from bf_jax.tasks.dg import checks
-from bf_jax.trainer import setup
 from bf_jax.tasks.dg.domains import load_meta
 from bf_jax.tasks.dg.run import RESULT_FILE, train_one
+from bf_jax.trainer import setup
 
 log = logging.getLogger("bf_jax")
 SELECTIONS = {"erm_val": "ERM, training-domain validation", "erm_last": "ERM, last step",

@@ -16,13 +16,13 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.tasks.moco import checks, knn
-from bf_jax.tasks.moco import steps as moco_steps
-from bf_jax.trainer import checkpointing, loop, optim, plots, setup, sharding, steps, writers
 from bf_jax.data import Data, pipeline
 from bf_jax.data.split_files import Subset
 from bf_jax.models.classifier import build_backbone, build_batchformer
+from bf_jax.tasks.moco import checks, knn
+from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.tasks.moco.model import build_moco, momentum_params
+from bf_jax.trainer import checkpointing, loop, optim, plots, setup, sharding, steps, writers
 
 log = logging.getLogger("bf_jax")
 
