@@ -3,7 +3,7 @@
 import pathlib
 import re
 
-README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+README = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_readme_examples_run():

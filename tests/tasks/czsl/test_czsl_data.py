@@ -16,7 +16,7 @@ from PIL import Image
 from bf_jax.tasks.czsl import data
 from bf_jax.tasks.czsl.metrics import Pairs
 
-ROOT = pathlib.Path(__file__).parents[1]
+ROOT = pathlib.Path(__file__).parents[3]
 SPLIT = data.DEFAULT_SPLIT
 TRAIN = [("red", "ball"), ("red", "box"), ("blue", "ball"), ("green", "box")]
 VAL = [("red", "ball"), ("blue", "box")]  # blue box unseen

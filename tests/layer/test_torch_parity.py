@@ -14,7 +14,7 @@ from flax import nnx
 from bf_jax import BatchFormer, load_torch_state_dict
 from bf_jax.layer.torch_weights import _LAYER_MAP
 
-GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "torch_encoder_layer.npz")
+GOLDEN = np.load(pathlib.Path(__file__).parents[1] / "golden" / "torch_encoder_layer.npz")
 CASES = {"c48": (48, 1), "c64": (64, 1), "c256": (256, 1), "stack2_c64": (64, 2)}
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from bf_jax.tasks.dg import domains
 from bf_jax.tasks.dg.domains import DomainSetInfo
 
-ROOT = pathlib.Path(__file__).parents[1]
+ROOT = pathlib.Path(__file__).parents[3]
 DOMAINS = ("d0", "d1", "d 2")  # a space, as OfficeHome's "Real World"
 CLASSES = ("dog", "Cat", "elephant")  # sorted (Python order): Cat, dog, elephant
 INFO = DomainSetInfo(DOMAINS, len(CLASSES))

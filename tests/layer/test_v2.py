@@ -12,7 +12,7 @@ from flax import nnx
 from bf_jax import BatchFormer, load_torch_state_dict
 from bf_jax.layer import v2
 
-GOLDEN = np.load(pathlib.Path(__file__).parent / "golden" / "torch_encoder_layer.npz")
+GOLDEN = np.load(pathlib.Path(__file__).parents[1] / "golden" / "torch_encoder_layer.npz")
 
 
 class Block(nnx.Module):
