@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# The layer alone is `pip install .` (jax, flax, numpy); training and the tests need the extras.
+$(STAMP): pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "error: no working python3.12 found; install Python 3.12 (jax>=0.11 needs it) or pass PYTHON312=/path/to/python3.12"; exit 1; }
 	$(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[train,test]'
 	touch $(STAMP)
 
 # The main job: long-tailed digits, baseline vs +BatchFormer over 5 seeds, table + plot.

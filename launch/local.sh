@@ -72,7 +72,7 @@ fi
 cmd+=("$py" -m bf_jax.main --config "$config" --workdir "$workdir" "${extra[@]}")
 
 if [[ ! -x $py ]]; then
-  # The Makefile finds Python 3.12 and installs requirements.txt plus this package (editable).
+  # The Makefile finds Python 3.12 and installs this package (editable) with its train and test extras.
   if ((dry_run)); then show make -C "$ROOT" venv "VENV=$VENV"; else make -C "$ROOT" venv "VENV=$VENV"; fi
 fi
 if ((dry_run)); then

@@ -12,7 +12,7 @@ Usage: launch/tpu_vm.sh COMMAND [OPTIONS] [OVERRIDES...]
 Commands:
   create  create the TPU VM (tpu-vm create; with --queued a queued resource, waited on until ACTIVE)
   setup   copy the committed code (git archive HEAD) to every worker and install it there
-          (uv, Python 3.12, requirements.txt, jax[tpu], pip install -e '.[gcs]')
+          (uv, Python 3.12, jax[tpu], pip install -e '.[train,gcs]')
   run     train on every worker: bf_jax.main --config CONFIG --workdir gs://BUCKET/RUN_DIR OVERRIDES...
   delete  delete the TPU VM (with --queued: the queued resource and its node)
   all     create, setup, run (and delete at the end with --delete)
@@ -175,14 +175,14 @@ do_setup() {
   run git -C "$ROOT" archive --format=tar.gz -o "$tarball" HEAD
   run gcloud compute tpus tpu-vm scp "$tarball" "$name:$remote_dir.tar.gz" --worker=all "${loc[@]}"
   # TPU images ship an older Python; uv fetches 3.12 (jax >= 0.11 needs it). jax[tpu] brings
-  # libtpu at the version matching the jax pin of requirements.txt; the gcs extra lets the
+  # libtpu at the version matching the jax pin of pyproject.toml; the gcs extra lets the
   # writers reach the gs:// workdir. An existing venv is kept.
   local setup="set -e; mkdir -p $remote_dir; tar -xzf $remote_dir.tar.gz -C $remote_dir; cd $remote_dir"
   # shellcheck disable=SC2016  # $HOME and $PATH are for the worker's shell to expand
   setup+='; export PATH="$HOME/.local/bin:$PATH"'
   setup+='; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh'
   setup+='; [ -x .venv/bin/python ] || uv venv --python 3.12 .venv'
-  setup+="; uv pip install --python .venv/bin/python -r requirements.txt 'jax[tpu]' -e '.[gcs]'"
+  setup+="; uv pip install --python .venv/bin/python 'jax[tpu]' -e '.[train,gcs]'"
   run gcloud compute tpus tpu-vm ssh "$name" "${loc[@]}" --worker=all --command "$setup"
 }
 

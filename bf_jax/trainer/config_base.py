@@ -37,7 +37,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with defaults; task configs override what they need."""
   c = ml_collections.ConfigDict()
-  c.task = "classify"  # "classify" (train.py) | "moco" (pretrain.py) | "dg" (dg/) | "czsl" (czsl/)
+  c.task = "classify"  # a name of bf_jax/tasks/__init__.py REGISTRY: classify | moco | dg | czsl
   c.seed = 0
   c.batch_size = 128  # global, over all devices of all processes
   c.eval_batch_size = 128

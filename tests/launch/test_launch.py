@@ -140,7 +140,7 @@ def _check_tpu_all(argvs, tarball):
       assert got == want, (i, got)
   setup, train = argvs[3][-1], argvs[4][-1]
   assert "tar -xzf bf_jax.tar.gz -C bf_jax" in setup
-  assert "'jax[tpu]'" in setup and "-r requirements.txt" in setup and setup.endswith("-e '.[gcs]'")
+  assert "'jax[tpu]'" in setup and setup.endswith("-e '.[train,gcs]'")
   for remote in (setup, train):  # the workers' shell must parse them
     assert _run(["bash", "-n", "-c", remote]).returncode == 0, remote
   assert shlex.split(train) == TRAIN

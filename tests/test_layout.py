@@ -1,0 +1,159 @@
+"""The tree's rules, read from the imports (AST), so a change that breaks one fails here:
+the layer stands alone, the trainer never imports a task, tasks never import each other, no
+import cycle, every task registers validate and run, the shared checks name no task, and no
+file grows past 400 lines."""
+
+import ast
+import importlib
+import pathlib
+import sys
+
+import pytest
+from helpers import ROOT
+
+PKG = ROOT / "bf_jax"
+LAYER_DEPS = {"jax", "flax", "numpy"}  # and the standard library
+MAX_LINES = 400
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(dotted: str) -> bool:
+  path = ROOT.joinpath(*dotted.split("."))
+  return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def imports_of(path: pathlib.Path) -> set[str]:
+  """Every module ``path`` imports, anywhere in the file (function bodies too): absolute names;
+  ``from pkg import name`` counts as ``pkg.name`` when that is a module, else as ``pkg``."""
+  tree = ast.parse(path.read_text())
+  me = _module_name(path)
+  package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+  out = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      out.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ""
+      if node.level:
+        anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+        base = ".".join(anchor + ([node.module] if node.module else []))
+      for alias in node.names:
+        full = f"{base}.{alias.name}"
+        out.add(full if base.startswith("bf_jax") and _is_module(full) else base)
+  return out
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+GRAPH = {m: {i for i in imports_of(p) if i in MODULES} for m, p in MODULES.items()}
+
+
+def _under(module: str, package: str) -> bool:
+  return module == package or module.startswith(package + ".")
+
+
+def test_the_layer_imports_only_itself_jax_flax_numpy_and_the_standard_library():
+  bad = {}
+  for m, p in MODULES.items():
+    if not _under(m, "bf_jax.layer"):
+      continue
+    for i in imports_of(p):
+      top = i.split(".")[0]
+      ok = (top in LAYER_DEPS or top in sys.stdlib_module_names or top == "__future__"
+            or _under(i, "bf_jax.layer"))
+      if not ok:
+        bad.setdefault(m, []).append(i)
+  assert not bad, f"bf_jax.layer must import only jax, flax, numpy and itself: {bad}"
+
+
+def test_the_package_root_exports_the_layer_alone():
+  assert GRAPH["bf_jax"] <= {m for m in MODULES if _under(m, "bf_jax.layer")}, GRAPH["bf_jax"]
+
+
+@pytest.mark.parametrize("shared", ["bf_jax.trainer", "bf_jax.data", "bf_jax.models",
+                                    "bf_jax.layer", "bf_jax.bench"])
+def test_shared_code_never_imports_a_task(shared):
+  bad = {m: sorted(i for i in deps if _under(i, "bf_jax.tasks"))
+         for m, deps in GRAPH.items() if _under(m, shared)}
+  assert not {m: v for m, v in bad.items() if v}, f"{shared} imports a task: {bad}"
+
+
+def test_no_task_imports_another():
+  tasks = [p.name for p in (PKG / "tasks").iterdir() if (p / "__init__.py").is_file()]
+  bad = []
+  for m, deps in GRAPH.items():
+    for t in tasks:
+      if _under(m, f"bf_jax.tasks.{t}"):
+        bad += [(m, i) for i in deps if _under(i, "bf_jax.tasks") and
+                not _under(i, f"bf_jax.tasks.{t}")]
+  assert not bad, f"a task imports another task (or the registry): {bad}"
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  state, stack = {}, []
+
+  def visit(m):
+    state[m] = "open"
+    stack.append(m)
+    for d in sorted(graph.get(m, ())):
+      if state.get(d) == "open":
+        return stack[stack.index(d):] + [d]
+      if d not in state and (found := visit(d)):
+        return found
+    state[m] = "done"
+    stack.pop()
+    return None
+
+  for m in sorted(graph):
+    if m not in state and (found := visit(m)):
+      return found
+  return None
+
+
+def test_no_import_cycle():
+  assert _cycle(GRAPH) is None, f"import cycle: {' -> '.join(_cycle(GRAPH))}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+  assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+  assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_task_package_is_registered_with_validate_and_run():
+  from bf_jax import tasks
+  packages = sorted(p.name for p in (PKG / "tasks").iterdir() if (p / "__init__.py").is_file())
+  assert sorted(tasks.REGISTRY) == packages
+  for name, module in tasks.REGISTRY.items():
+    task = importlib.import_module(module)
+    assert callable(task.validate) and callable(task.run), name
+    assert tasks.get(name) is task
+  with pytest.raises(ValueError, match=r"config.task='segment' must be one of \('classify'"):
+    tasks.get("segment")
+
+
+def test_the_trainer_names_no_task():
+  """Shared code says what a task accepts (trainer.config_check.Accepts), never which task.
+  The schema (config_base) is the one exception: it holds every task's fields and defaults."""
+  from bf_jax import tasks
+  names = set(tasks.REGISTRY)
+  bad = []
+  for m, p in MODULES.items():
+    if not _under(m, "bf_jax.trainer") or m == "bf_jax.trainer.config_base":
+      continue
+    for node in ast.walk(ast.parse(p.read_text())):
+      if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        words = {w.strip("'\"=`,.()") for w in node.value.replace("=", " ").split()}
+        if words & names or any(f"task={n!r}" in node.value for n in names):
+          bad.append((m, node.lineno, node.value[:60]))
+  assert not bad, f"the trainer names a task: {bad}"
+
+
+def test_no_file_over_400_lines():
+  files = [*PKG.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "configs").glob("*.py"),
+           *(ROOT / "tools").glob("*.py")]
+  long = {str(f.relative_to(ROOT)): n for f in files
+          if (n := len(f.read_text().splitlines())) > MAX_LINES}
+  assert not long, f"split these (at most {MAX_LINES} lines a file): {long}"
