@@ -18,7 +18,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 from bf_jax.trainer import plots, writers
 
 FLAGS = flags.FLAGS
@@ -66,7 +66,7 @@ def main(argv):
     for seed in range(FLAGS.seeds):
       run_dir = workdir / f"bf_{bf}_seed{seed}"
       shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
-      result = train.train_and_evaluate(load_config(FLAGS.config, f"bf={bf},seed={seed}"), run_dir)
+      result = classify.run(load_config(FLAGS.config, f"bf={bf},seed={seed}"), run_dir)
       results[arm].append(result)
       info = json.loads((run_dir / "per_class.json").read_text())
       per_class[arm].append((info["train_counts"], info["test_acc"]))

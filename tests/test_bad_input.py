@@ -13,7 +13,7 @@ from helpers import ROOT, load_config
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.data.split_files import read_split_file
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 
 def _smoke():
@@ -43,7 +43,7 @@ def test_bad_config_values(tmp_path, field, value, match):
   group, _, leaf = field.rpartition(".")
   setattr(config[group] if group else config, leaf, value)
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(config, tmp_path)
+    classify.run(config, tmp_path)
   assert not (tmp_path / "checkpoints").exists()  # failed before touching the workdir
 
 
@@ -55,11 +55,11 @@ def _listing(root):
 def test_bad_config_on_an_existing_run_changes_nothing(tmp_path):
   config = _smoke()
   config.total_steps, config.eval_every_steps, config.optim.warmup_steps = 2, 0, 0
-  train.train_and_evaluate(config, tmp_path)
+  classify.run(config, tmp_path)
   before = _listing(tmp_path)
   config.optim.lr = -1.0
   with pytest.raises(ValueError, match=r"optim\.lr=-1\.0"):
-    train.train_and_evaluate(config, tmp_path)
+    classify.run(config, tmp_path)
   assert _listing(tmp_path) == before
 
 
@@ -76,14 +76,14 @@ def test_batch_larger_than_training_set(tmp_path):
   config = _smoke()
   config.batch_size = 512
   with pytest.raises(ValueError, match=r"342 examples, fewer than one global batch"):
-    train.train_and_evaluate(config, tmp_path)
+    classify.run(config, tmp_path)
 
 
 def test_group_scope_not_dividing_batch(tmp_path):
   config = _smoke()
   config.bf.scope = "5"
   with pytest.raises(ValueError, match=r"group_size=5 does not divide the global batch of 64"):
-    train.train_and_evaluate(config, tmp_path)
+    classify.run(config, tmp_path)
 
 
 def test_labels_out_of_range_in_the_data(tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_missing_tfds_dataset_names_the_preparation_command(tmp_path):
   config = load_config("cifar_lt", "smoke")
   config.data.data_dir = str(tmp_path / "no_data_here")
   with pytest.raises(FileNotFoundError, match=r"tfds build cifar100 --file_format=array_record"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    classify.run(config, tmp_path / "run")
 
 
 def test_missing_data_directory(tmp_path):
@@ -115,7 +115,7 @@ def test_missing_data_directory(tmp_path):
   config.data.data_dir = str(tmp_path / "not_there")
   with pytest.raises(FileNotFoundError, match=r"data_dir='.*not_there' does not exist; point "
                                               r"--config\.data\.data_dir to the folder"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    classify.run(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
 
 

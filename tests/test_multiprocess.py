@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from helpers import ROOT, load_config, read_metrics, train_losses
 
 from bf_jax import tasks
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 STEPS = ["--config.total_steps=6", "--config.log_every_steps=1", "--config.eval_every_steps=0",
          "--config.ckpt.every_steps=1"]
@@ -61,15 +61,15 @@ def test_checkpoints_move_between_one_and_two_processes_and_runs_agree(tmp_path)
   config.total_steps, config.log_every_steps, config.eval_every_steps = 6, 1, 0
   config.ckpt.every_steps = 1
   # One process with 8 devices runs steps 1-3; two processes with 4 each resume a copy for 4-6.
-  train.train_and_evaluate(config, tmp_path / "one", stop_at=3)
+  classify.run(config, tmp_path / "one", stop_at=3)
   shutil.copytree(tmp_path / "one", tmp_path / "one_to_two")
   two = _launch_two(tmp_path / "one_to_two", *STEPS)
-  one = train.train_and_evaluate(config, tmp_path / "one")  # meanwhile: steps 4-6 here
+  one = classify.run(config, tmp_path / "one")  # meanwhile: steps 4-6 here
   outs = _finish(two)
   # The two processes' step-5 checkpoint resumes in this one process.
   shutil.copytree(tmp_path / "one_to_two", tmp_path / "two_to_one")
   shutil.rmtree(tmp_path / "two_to_one" / "checkpoints" / "6")
-  train.train_and_evaluate(config, tmp_path / "two_to_one")
+  classify.run(config, tmp_path / "two_to_one")
 
   assert "resumed from the checkpoint at step 3" in outs[0]
   np.testing.assert_allclose(train_losses(tmp_path / "one_to_two"), train_losses(tmp_path / "one"),

@@ -128,14 +128,14 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
 def demo_runs(workdir: pathlib.Path) -> list[dict]:
   import importlib.util
 
-  from bf_jax.tasks.classify import train
+  from bf_jax.tasks import classify
   spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs" / "digits_lt.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   out = []
   for bf in ("off", "on"):
     t = time.perf_counter()
-    result = train.train_and_evaluate(module.get_config(f"bf={bf}"), workdir / f"bf_{bf}")
+    result = classify.run(module.get_config(f"bf={bf}"), workdir / f"bf_{bf}")
     out.append({"bf": bf, "seconds": time.perf_counter() - t, **result})
   return out
 

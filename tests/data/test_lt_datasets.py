@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 from helpers import load_config
 
 from bf_jax.data import load, split_files
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 CLASSES = 5
 
@@ -54,7 +54,7 @@ def test_split_file_datasets_select_by_file_name(tmp_path, name, feature):
     assert len(data.eval_source) == 40 and len(data.val_source) == 20
     assert data.image_shape == (24, 24, 3)
     assert data.eval_source[3]["file_name" if feature == "file_name" else "filename"] == b"val_00003.JPEG"
-    result = train.train_and_evaluate(config, tmp_path / "run")
+    result = classify.run(config, tmp_path / "run")
   assert result["step"] == 4 and "val_acc" in result and result["selected_step"] in (2, 4)
   # class 0 has 20 images (medium), the others 6 (few); no class has over 100 (many).
   assert "medium_acc" in result and "few_acc" in result and "many_acc" not in result
@@ -90,7 +90,7 @@ def test_inat18_as_released(tmp_path):
   with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
     data = load(config.data)
     assert data.num_classes == 8142 and data.train_class_counts.sum() == 40
-    result = train.train_and_evaluate(config, tmp_path)
+    result = classify.run(config, tmp_path)
   assert result["step"] == 2
 
 

@@ -12,7 +12,7 @@ from helpers import ROOT, load_config
 from bf_jax import tasks
 from bf_jax.models.resnet import build_resnet
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 from bf_jax.trainer import steps
 
 GOLDEN = ROOT / "tests" / "golden" / "torchvision_resnet.npz"  # tools/make_resnet_golden.py
@@ -72,7 +72,7 @@ def test_config_pretrained_initializes_the_backbone(tmp_path, fast_compile):
   config.total_steps, config.eval_batch_size = 1, 64
   config.data.update(imbalance=1.0, n_max=0)
   with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
-    train.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:1])
+    classify.run(config, tmp_path / "run", devices=jax.devices()[:1])
   manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
   state = manager.restore(1, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   chex.assert_trees_all_close(state["params"]["backbone"]["stem"]["conv"]["kernel"],

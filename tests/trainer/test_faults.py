@@ -18,7 +18,7 @@ from helpers import ROOT, load_config, read_metrics
 
 from bf_jax import data
 from bf_jax.data.sources import ArraySource
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 
 def _steps(workdir) -> list[int]:
@@ -70,7 +70,7 @@ def test_kill_9_after_a_checkpoint_then_the_same_command_ends_like_a_straight_ru
   assert re.search(r"resumed from the checkpoint at step (\d+)", again.stderr)
   config = load_config("digits_lt")
   config.total_steps, config.eval_every_steps = 150, 0
-  train.train_and_evaluate(config, tmp_path / "straight", devices=jax.devices()[:1])
+  classify.run(config, tmp_path / "straight", devices=jax.devices()[:1])
   chex.assert_trees_all_close(_state(tmp_path / "killed"), _state(tmp_path / "straight"),
                               atol=1e-5, rtol=1e-5)
 
@@ -86,7 +86,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path
   config = load_config("digits_lt", "smoke")
   config.total_steps, config.eval_every_steps, config.log_every_steps = 4, 0, 1
   config.ckpt.every_steps, config.ckpt.keep = 2, 2
-  train.train_and_evaluate(config, tmp_path / "run")
+  classify.run(config, tmp_path / "run")
   assert _steps(tmp_path / "run") == [2, 4]
   _corrupt(tmp_path / "run" / "checkpoints" / "4")
   half = tmp_path / "run" / "checkpoints" / "6.orbax-checkpoint-tmp-1700000000"  # cut-off save
@@ -94,7 +94,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path
   (half / "state" / "_METADATA").write_text('{"tree_metadata": {')
 
   config.total_steps = 6
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = classify.run(config, tmp_path / "run")
   assert result["step"] == 6
   assert any("checkpoint step 4" in line and "unreadable" in line for line in bf_log)
   assert any("resuming from step 2, the newest readable" in line for line in bf_log)
@@ -102,7 +102,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path
   assert [p.name.split("-")[0] for p in aside] == ["4"]
   assert (aside[0] / "state" / "ocdbt.process_0").is_dir()  # moved whole, not deleted
   assert _steps(tmp_path / "run") == [4, 6]
-  train.train_and_evaluate(config, tmp_path / "straight")
+  classify.run(config, tmp_path / "straight")
   chex.assert_trees_all_close(_state(tmp_path / "run"), _state(tmp_path / "straight"),
                               atol=1e-6, rtol=1e-6)
 
@@ -112,7 +112,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path
   config.total_steps = 8
   with pytest.raises(RuntimeError, match=r"No readable checkpoint .* steps \[6, 4\] .* Nothing "
                                          r"was deleted"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    classify.run(config, tmp_path / "run")
   assert _steps(tmp_path / "run") == [4, 6]
 
 
@@ -141,7 +141,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, poisoned_di
   config.ckpt.every_steps, config.ckpt.keep = 1, 3
   with pytest.raises(FloatingPointError, match=r"loss became nan at step (\d+); the newest "
                                                r"checkpoint, step \1,") as err:
-    train.train_and_evaluate(config, tmp_path)
+    classify.run(config, tmp_path)
   bad = int(re.search(r"at step (\d+)", str(err.value)).group(1))
   assert bad < config.total_steps and _steps(tmp_path)[-1] == bad
   assert _finite(_state(tmp_path))
@@ -151,7 +151,7 @@ def test_skip_nonfinite_skips_the_step_and_finishes(tmp_path, poisoned_digits):
   config = load_config("digits_lt", "smoke")
   config.eval_every_steps, config.log_every_steps = 0, 1
   config.optim.skip_nonfinite = 2
-  result = train.train_and_evaluate(config, tmp_path)
+  result = classify.run(config, tmp_path)
   assert result["step"] == config.total_steps
   logged = [m for m in read_metrics(tmp_path) if "train/loss" in m]
   assert sum(m["train/skipped"] for m in logged) >= 1  # the poisoned example's batches

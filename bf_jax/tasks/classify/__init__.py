@@ -5,6 +5,6 @@ many/medium/few-shot accuracies; ``checks.py``: the config checks.
 """
 
 from bf_jax.tasks.classify.checks import validate
-from bf_jax.tasks.classify.train import train_and_evaluate as run
+from bf_jax.tasks.classify.train import run
 
 __all__ = ["validate", "run"]

@@ -1,4 +1,4 @@
-"""train_and_evaluate(config, workdir): supervised training with BatchFormer (the classifier task)."""
+"""run(config, workdir): supervised training with BatchFormer (the classifier task)."""
 
 from __future__ import annotations
 
@@ -80,9 +80,8 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
                   schedule, ckpt, writer)
 
 
-def train_and_evaluate(config, workdir: str | pathlib.Path,
-                       devices: Sequence[jax.Device] | None = None,
-                       stop_at: int | None = None) -> dict[str, Any]:
+def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
+        stop_at: int | None = None) -> dict[str, Any]:
   """Trains the config in ``workdir`` (resuming if it holds a checkpoint); returns final metrics.
 
   ``devices`` restricts the mesh (tests use it to compare 1 and 8 devices). ``stop_at`` ends the

@@ -9,6 +9,6 @@ paper's configs; ``checks.py``: the config checks.
 """
 
 from bf_jax.tasks.czsl.checks import validate
-from bf_jax.tasks.czsl.train import train_czsl as run
+from bf_jax.tasks.czsl.train import run
 
 __all__ = ["validate", "run"]

@@ -1,4 +1,4 @@
-"""train_czsl(config, workdir): closed-world compositional zero-shot learning (+ BatchFormer).
+"""run(config, workdir): closed-world compositional zero-shot learning (+ BatchFormer).
 
 A ResNet image encoder (fine-tuned, its own lr via ``optim.backbone_lr_mult``), BatchFormer on
 the pooled image feature (two streams, pair labels duplicated: features and labels both, unlike
@@ -88,8 +88,8 @@ def evaluate_splits(logits_step, state, data: CZSLData, preprocess, config, mesh
   return out
 
 
-def train_czsl(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
-               stop_at: int | None = None) -> dict[str, Any]:
+def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
+        stop_at: int | None = None) -> dict[str, Any]:
   """Trains the config in ``workdir`` (resuming if it holds a checkpoint); returns the test
   metrics of the best-val-AUC evaluation."""
   # ---------------------------------------------------------------- config, mesh, data

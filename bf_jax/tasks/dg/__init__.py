@@ -1,7 +1,7 @@
 """``task="dg"``: DomainBed-style leave-one-domain-out domain generalization, ERM and SWAD.
 
 ``domains.py``: the datasets' image folders -> prepared records; ``data.py``: in/out splits and
-per-domain balanced batches; ``run.py``: one (test domain, trial seed) run; ``swad.py``: SWAD's
+per-domain balanced batches; ``train.py``: one (test domain, trial seed) run; ``swad.py``: SWAD's
 weight averaging; ``sweep.py``: every run of a config, and the result table; ``digits.py``: the
 rotated-digits CPU set; ``recipe.py``: the DomainBed configs; ``checks.py``: the config checks.
 """

@@ -25,7 +25,7 @@ from etils import epath
 
 from bf_jax.tasks.dg import checks
 from bf_jax.tasks.dg.domains import load_meta
-from bf_jax.tasks.dg.run import RESULT_FILE, train_one
+from bf_jax.tasks.dg.train import RESULT_FILE, train_one
 from bf_jax.trainer import setup
 
 log = logging.getLogger("bf_jax")

@@ -7,6 +7,6 @@ linear probe that follows is a ``task="classify"`` run (``configs/moco_linear_pr
 """
 
 from bf_jax.tasks.moco.checks import validate
-from bf_jax.tasks.moco.pretrain import pretrain as run
+from bf_jax.tasks.moco.pretrain import run
 
 __all__ = ["validate", "run"]

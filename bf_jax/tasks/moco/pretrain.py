@@ -1,4 +1,4 @@
-"""pretrain(config, workdir): MoCo v3 (+ BatchFormer) self-supervised pre-training.
+"""run(config, workdir): MoCo v3 (+ BatchFormer) self-supervised pre-training.
 
 The same loop as supervised training (logging, NaN guard, Orbax checkpoints, preemption), with
 a kNN monitor as its evaluation. The linear probe that follows is a classifier run on the frozen
@@ -81,8 +81,8 @@ def build(config, image_shape: tuple[int, ...], mesh: jax.sharding.Mesh):
   return state, train_step, moco_steps.make_feature_step(graphdef, other, mesh), schedule
 
 
-def pretrain(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
-             stop_at: int | None = None) -> dict[str, Any]:
+def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
+        stop_at: int | None = None) -> dict[str, Any]:
   """Pre-trains the config in ``workdir`` (resuming if it holds a checkpoint).
 
   Returns the step reached and the last kNN monitor accuracy (``knn_acc``).

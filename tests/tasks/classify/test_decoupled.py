@@ -8,7 +8,7 @@ from helpers import load_config
 
 from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 
 def _state(workdir):
@@ -21,14 +21,14 @@ def test_second_stage_keeps_the_first_stage_backbone_fixed(tmp_path, fast_compil
   stage1 = load_config("digits_lt", "smoke,bf=off")
   stage1.model.update(name="cnn", width=8)
   stage1.total_steps, stage1.eval_every_steps = 3, 0
-  train.train_and_evaluate(stage1, tmp_path / "s1")
+  classify.run(stage1, tmp_path / "s1")
 
   stage2 = load_config("digits_lt", "smoke")
   stage2.model.update(name="cnn", width=8)
   stage2.total_steps, stage2.eval_every_steps, stage2.seed = 3, 0, 7
   stage2.init.update(from_workdir=str(tmp_path / "s1"), freeze_backbone=True)
   stage2.data.sampler = "class_balanced"
-  train.train_and_evaluate(stage2, tmp_path / "s2")
+  classify.run(stage2, tmp_path / "s2")
   s1, s2 = _state(tmp_path / "s1"), _state(tmp_path / "s2")
   for kind in ("params", "stats"):  # backbone and its BatchNorm statistics: untouched
     chex.assert_trees_all_equal(s2[kind]["backbone"], s1[kind]["backbone"])
@@ -40,7 +40,7 @@ def test_init_from_a_workdir_without_checkpoint_is_a_clear_error(tmp_path):
   config = load_config("digits_lt", "smoke")
   config.init.from_workdir = str(tmp_path / "nothing")
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    classify.run(config, tmp_path / "run")
 
 
 def test_class_balanced_sampler_draws_classes_uniformly():

@@ -6,14 +6,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from helpers import load_config, read_metrics
 
-from bf_jax.tasks.classify import train
+from bf_jax.tasks import classify
 
 
 def test_ema_follows_the_params_and_is_evaluated(tmp_path, monkeypatch, fast_compile):
   config = load_config("digits_lt", "smoke")
   config.optim.ema_decay = 0.6
   config.total_steps, config.ckpt.every_steps = 4, 1
-  result = train.train_and_evaluate(config, tmp_path)
+  result = classify.run(config, tmp_path)
   assert 0.0 <= result["ema_acc"] <= 1.0
   assert any("eval_ema/acc" in m for m in read_metrics(tmp_path))
   # Replay the recurrence from the per-step checkpoints (every step is saved, keep 2: the

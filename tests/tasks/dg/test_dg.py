@@ -12,7 +12,7 @@ from PIL import Image
 from bf_jax import tasks
 from bf_jax.tasks.dg import data as dg_data
 from bf_jax.tasks.dg import domains, sweep
-from bf_jax.tasks.dg import run as dg_run
+from bf_jax.tasks.dg import train as dg_train
 from bf_jax.tasks.dg.domains import DomainSetInfo
 from bf_jax.tasks.dg.swad import SwadAverager
 from bf_jax.trainer.config_base import base_config
@@ -160,7 +160,7 @@ def test_swad_window_steps_and_average_on_a_scripted_loss_curve():
       averager.add_step({"w": np.float32(step)})
     averager.end_segment(loss)
   assert (averager.t_s, averager.t_e) == (2, 6)
-  window = dg_run.window_steps(averager, eval_every=5, last_step=step)
+  window = dg_train.window_steps(averager, eval_every=5, last_step=step)
   assert window == {"first_step": 11, "last_step": 30}
   np.testing.assert_allclose(averager.averaged()["w"], np.mean(np.arange(11, 31)))
 
@@ -187,7 +187,7 @@ def test_summarize_picks_best_validation_last_and_oracle():
              {"step": 10, "val_acc": 0.7, "test_in": 0.6, "test_out": 0.9},
              {"step": 15, "val_acc": 0.7, "test_in": 0.1, "test_out": 0.2},
              {"step": 20, "val_acc": 0.6, "test_in": 0.5, "test_out": 0.4}]
-  out = dg_run.summarize(history, {"test_in": 0.8})
+  out = dg_train.summarize(history, {"test_in": 0.8})
   assert out == {"erm_val": 0.6, "erm_val_step": 10, "erm_last": 0.5, "oracle": 0.6, "swad": 0.8}
 
 
