@@ -104,7 +104,7 @@ def validate(cfg, accepts: Accepts) -> None:
   check_int(cfg, "optim.warmup_steps", 0)
   if cfg.optim.warmup_steps >= cfg.total_steps:
     fail("optim.warmup_steps", cfg.optim.warmup_steps,
-          f"must be below total_steps={cfg.total_steps}")
+         f"must be below total_steps={cfg.total_steps}")
   check_num(cfg, "optim.grad_clip", 0.0)
   check_int(cfg, "optim.skip_nonfinite", 0)
   check_choice(cfg, "loss.name", LOSSES)
@@ -140,7 +140,7 @@ def validate(cfg, accepts: Accepts) -> None:
     _vit(cfg, accepts)
   elif tuple(cfg.bf.insert_after):
     fail("bf.insert_after", tuple(cfg.bf.insert_after), "places BatchFormerV2 inside a ViT; "
-          f"model.name={cfg.model.name!r} uses the V1 layer on pooled features: set it to ()")
+         f"model.name={cfg.model.name!r} uses the V1 layer on pooled features: set it to ()")
   check_num(cfg, "optim.backbone_lr_mult", 0.0)
   check_num(cfg, "optim.ema_decay", 0.0, 1.0)
   if cfg.optim.ema_decay >= 1.0 or (cfg.optim.ema_decay and not accepts.ema):
@@ -160,8 +160,8 @@ def _vit(cfg, accepts: Accepts) -> None:
   points = tuple(cfg.bf.insert_after)
   if cfg.bf.enabled and not points:
     fail("bf.insert_after", points, f"must name the blocks (0..{depth - 1}) after which "
-          f"BatchFormerV2 acts in {cfg.model.name}, e.g. (8,) or tuple(range({depth})); or set "
-          f"bf.enabled=False")
+         f"BatchFormerV2 acts in {cfg.model.name}, e.g. (8,) or tuple(range({depth})); or set "
+         f"bf.enabled=False")
   bad = [i for i in points if not isinstance(i, int) or not 0 <= i < depth]
   if bad or len(set(points)) != len(points):
     fail("bf.insert_after", points, f"must be distinct block indices in 0..{depth - 1}")
@@ -169,4 +169,4 @@ def _vit(cfg, accepts: Accepts) -> None:
     fail("bf.mode", cfg.bf.mode, "must be 'shared' for a ViT (the V2 streams share the head)")
   if cfg.init.pretrained or cfg.init.freeze_backbone:
     fail("init.pretrained", cfg.init.pretrained, "(and init.freeze_backbone) are for ResNet "
-          "backbones, not a ViT")
+         "backbones, not a ViT")

@@ -14,7 +14,7 @@ def validate(cfg) -> None:
   config_check.validate(cfg, ACCEPTS)
   if not cfg.data.data_dir:
     fail("data.data_dir", cfg.data.data_dir, f"must be the folder {cfg.data.name} was prepared "
-          f"in (python -m bf_jax.tasks.czsl.data prepare --dataset {cfg.data.name} --root ... --out DIR)")
+         f"in (python -m bf_jax.tasks.czsl.data prepare --dataset {cfg.data.name} --root ... --out DIR)")
   check_int(cfg, "data.image_size", 1)  # the images differ in size
   check_choice(cfg, "czsl.model", ("cge", "compcos"))
   for name in ("emb_dim", "hidden", "img_layers"):
@@ -24,6 +24,6 @@ def validate(cfg) -> None:
   check_int(cfg, "czsl.eval_every_epochs", 1)
   if cfg.loss.name != "ce":
     fail("loss.name", cfg.loss.name, "must be 'ce' for task='czsl' (cross-entropy over the seen "
-          "pairs)")
+         "pairs)")
   if cfg.model.experts:
     fail("model.experts", cfg.model.experts, "must be 0 for task='czsl'")

@@ -26,6 +26,6 @@ def validate(cfg) -> None:
     fail("model.experts", cfg.model.experts, "must be 0 for task='moco' (RIDE is supervised)")
   if cfg.bf.enabled and cfg.bf.mode != "shared":
     fail("bf.mode", cfg.bf.mode, "must be 'shared' for task='moco' (both streams are "
-          "contrasted)")
+         "contrasted)")
   if cfg.bf.enabled:  # the pairing must find the key streams it names
     terms(cfg.moco.pairing, 2, 2 if cfg.moco.momentum_bf == "ema" else 1)
