@@ -7,7 +7,7 @@ schedule with 800 warmup iterations, SGD momentum 0.9, weight decay 5e-4; BatchF
   python -m bf_jax.main --config configs/cifar100_lt_balanced_softmax.py --workdir runs/c100lt_bs_bf
   python -m bf_jax.main --config configs/cifar100_lt_balanced_softmax.py:bf=off --workdir runs/c100lt_bs
 
-Hardware: one GPU or TPU host (not measured yet). Data: TFDS cifar100 in array_record (README).
+Hardware: one GPU or TPU host (not measured yet). Data: TFDS cifar100 in array_record (docs/classify.md).
 Paper: the released README has no Balanced Softmax CIFAR-100-LT row; Papers-with-Code lists
 PaCo + BatchFormer at 52.4% top-1 (IF 100). No result measured with this config yet.
 

@@ -6,7 +6,7 @@ suite; this config is the small end-to-end check.
 
   python -m bf_jax.main --config configs/cifar_lt.py:dataset=cifar100 --workdir runs/c100
 
-Needs the dataset prepared once (see the error message, or README). Tests run it on
+Needs the dataset prepared once (see the error message, or docs/classify.md). Tests run it on
 tfds.testing.mock_data. No measured result yet.
 
 Args: dataset=cifar10|cifar100, imbalance=F (1 with n_max=0: the full split), bf=on|off,

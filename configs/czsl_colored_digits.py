@@ -10,7 +10,7 @@ every 50 steps, test reported at the best val AUC.
   python -m bf_jax.main --config configs/czsl_colored_digits.py:bf=off --workdir runs/czsl_digits
   python -m bf_jax.main --config configs/czsl_colored_digits.py --workdir runs/czsl_digits_bf
 
-Hardware: this 2-core CPU. Result: README, "Compositional zero-shot learning" (measured there).
+Hardware: this 2-core CPU. Result: docs/czsl.md (measured there).
 
 Args: bf=on|off, smoke, model=cge|compcos, seed=N, steps=N, data_dir=DIR.
 """

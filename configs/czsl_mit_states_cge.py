@@ -14,8 +14,8 @@ seen_unseen.png).
     --workdir runs/czsl_mit_cge_bf
 
 The converter needs torch (once); bf_jax does not. ``weights``: ImageNet ResNet-18 as a torchvision
-state_dict .npz (README, "ImageNet weights"); ``word_vectors``: a GloVe-style text file for the
-attribute/object embeddings (learned from scratch without one).
+state_dict .npz (docs/classify.md, "ImageNet weights"); ``word_vectors``: a GloVe-style text
+file for the attribute/object embeddings (learned from scratch without one).
 Hardware: one GPU. No result measured yet.
 Paper (BatchFormer, CVPR 2022, CGE* closed world, AUC/HM; the paper's numbers, not ours):
 6.3/20.0 -> 6.7/20.6 without -> with BatchFormer.

@@ -14,8 +14,8 @@ seen_unseen.png).
     --workdir runs/czsl_mit_compcos_bf
 
 The converter needs torch (once); bf_jax does not. ``weights``: ImageNet ResNet-18 as a torchvision
-state_dict .npz (README, "ImageNet weights"); ``word_vectors``: a GloVe-style text file for the
-attribute/object embeddings (learned from scratch without one).
+state_dict .npz (docs/classify.md, "ImageNet weights"); ``word_vectors``: a GloVe-style text
+file for the attribute/object embeddings (learned from scratch without one).
 Hardware: one GPU. No result measured yet.
 The paper reports no CompCos number; this config is the second compatibility model.
 

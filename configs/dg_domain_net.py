@@ -14,7 +14,7 @@ mean +- std over trial seeds.
     --workdir runs/dg_domain_net
   python -m bf_jax.tasks.dg.sweep runs/dg_domain_net runs/dg_domain_net_bf   # the two tables
 
-``weights``: ImageNet ResNet weights as a torchvision state_dict .npz (README, "ImageNet
+``weights``: ImageNet ResNet weights as a torchvision state_dict .npz (docs/classify.md, "ImageNet
 weights"); without it the ResNet trains from scratch (runs, but far below the paper).
 Hardware: one GPU (add --config.model.dtype=bfloat16 on A100/H100). No result measured yet.
 The paper reports no DomainNet number; the recipe is SWAD's DomainNet schedule.

@@ -11,7 +11,7 @@ r 1.3), BatchFormer (4 heads, dropout 0.5) with the shared classifier.
   python -m bf_jax.main --config configs/dg_rotated_digits.py --workdir runs/dg_digits_bf
   python -m bf_jax.tasks.dg.sweep runs/dg_digits runs/dg_digits_bf
 
-Hardware: this 2-core CPU. Result: README, "Domain generalization" (measured there).
+Hardware: this 2-core CPU. Result: docs/dg.md (measured there).
 
 Args: bf=on|off, smoke, algorithm=swad|erm, seeds=N, steps=N, data_dir=DIR.
 """

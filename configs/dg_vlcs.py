@@ -14,7 +14,7 @@ bf_jax/tasks/dg/recipe.py). Prints and writes (results.md / results.json) per-te
     --workdir runs/dg_vlcs
   python -m bf_jax.tasks.dg.sweep runs/dg_vlcs runs/dg_vlcs_bf   # the two tables
 
-``weights``: ImageNet ResNet weights as a torchvision state_dict .npz (README, "ImageNet
+``weights``: ImageNet ResNet weights as a torchvision state_dict .npz (docs/classify.md, "ImageNet
 weights"); without it the ResNet trains from scratch (runs, but far below the paper).
 Hardware: one GPU (add --config.model.dtype=bfloat16 on A100/H100). No result measured yet.
 Paper (BatchFormer, CVPR 2022, SWAD + ResNet-18, mean over test domains and 3 seeds; the

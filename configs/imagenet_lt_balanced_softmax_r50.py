@@ -10,7 +10,7 @@ resized centre crop. Best-val selection on ImageNet_LT_val.txt, reported on Imag
     --config.data.val_list=ImageNet_LT_val.txt --config.data.test_list=ImageNet_LT_test.txt
 
 Hardware: a TPU v4-8 / 8-GPU host class; bf16 there (--config.model.dtype=bfloat16). Data: TFDS
-imagenet2012 (manual download, README) and the standard split files. Paper: the released README
+imagenet2012 (manual download, docs/classify.md) and the standard split files. Paper: the released README
 has no Balanced Softmax ImageNet-LT row (its ImageNet-LT rows are RIDE and PaCo). Not run yet.
 
 Args: bf=on|off, smoke, seed=N.

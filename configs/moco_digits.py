@@ -5,7 +5,7 @@ set of 1,240 (124 per class) drawn from the rest, its labels unused by pre-train
 (2 conv blocks, 64-d feature), projector 64-256-64, predictor 64-256-64, LARS, two views at 8x8
 (crop area >= 0.3, no blur). The kNN monitor uses labels only to score: 200 neighbours over all
 1,240 training images, the 500 test images as queries. What it shows is that pre-training makes
-the features better than at initialization, with and without BatchFormer; figures in README.md
+the features better than at initialization, with and without BatchFormer; figures in docs/moco.md
 (measured there).
 
   python -m bf_jax.main --config configs/moco_digits.py --workdir runs/moco_digits_bf

@@ -1,7 +1,7 @@
-"""The tree's rules, read from the imports (AST), so a change that breaks one fails here:
-the layer stands alone, the trainer never imports a task, tasks never import each other, no
-import cycle, every task registers validate and run, the shared checks name no task, and no
-file grows past 400 lines."""
+"""The tree's rules, read from the imports (AST), so a change that breaks one fails here: the
+layer stands alone, models build on it and data on nothing, shared code never imports a task,
+tasks never import each other, no import cycle, every task registers validate and run, the
+trainer names no task, and no file grows past 400 lines."""
 
 import ast
 import importlib
@@ -79,6 +79,16 @@ def test_shared_code_never_imports_a_task(shared):
   bad = {m: sorted(i for i in deps if _under(i, "bf_jax.tasks"))
          for m, deps in GRAPH.items() if _under(m, shared)}
   assert not {m: v for m, v in bad.items() if v}, f"{shared} imports a task: {bad}"
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("bf_jax.models", ("bf_jax.models", "bf_jax.layer")),
+    ("bf_jax.data", ("bf_jax.data",)),
+])
+def test_models_build_on_the_layer_and_data_on_nothing(package, allowed):
+  bad = {m: sorted(i for i in deps if not any(_under(i, a) for a in allowed))
+         for m, deps in GRAPH.items() if _under(m, package)}
+  assert not {m: v for m, v in bad.items() if v}, f"{package} may import only {allowed}: {bad}"
 
 
 def test_no_task_imports_another():

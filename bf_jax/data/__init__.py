@@ -64,7 +64,7 @@ def _from_lists(info: DatasetInfo, data_cfg):
   if not data_cfg.train_list or not data_cfg.test_list:
     raise ValueError(f"data.name={data_cfg.name!r} is defined by split files: set "
                      f"--config.data.train_list and --config.data.test_list (and optionally "
-                     f"val_list) to the standard lists (see README).")
+                     f"val_list) to the standard lists (see docs/classify.md).")
   data_dir = data_cfg.data_dir or None
   from tensorflow_datasets import decode
   skip = {"image": decode.SkipDecoding()}  # the name index needs file names, not pixels

@@ -33,7 +33,7 @@ def read_split_file(path: str) -> tuple[list[str], np.ndarray]:
   if not p.is_file():
     what = "is a directory, not a list" if p.is_dir() else "does not exist"
     raise FileNotFoundError(f"split file {str(p)!r} {what}; download the standard list "
-                            f"(see README, 'Preparing the long-tailed datasets') and set the "
+                            f"(see docs/classify.md, 'Preparing the datasets') and set the "
                             f"config's data.*_list to its path.")
   try:
     text = p.read_text()

@@ -5,7 +5,7 @@ predictor MLP -> queries. Momentum model: its own backbone, its own BatchFormer 
 and projector, each an EMA of the online one, -> keys. Neither model ever holds the other's
 modules: the upstream code put one BatchFormer instance inside both encoders, so the momentum
 encoder's freeze loop also froze it at its random init; here the trainable layer is only in the
-online model and gets gradients (``tests/test_moco.py`` checks that it changes).
+online model and gets gradients (``tests/tasks/moco/test_moco.py`` checks that it changes).
 
 The projector's BatchNorm sees both streams' rows together, as upstream's concatenation did.
 Stream letters in tensor names: S streams (1 without BatchFormer, 2 with: original first).
