@@ -116,8 +116,8 @@ def base_config() -> ml_collections.ConfigDict:
       algorithm="swad",  # "erm" | "swad" (ERM's selections are reported in both)
       swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3))
 
-  # task="czsl": closed-world compositional zero-shot learning (bf_jax/tasks/czsl/); data.name a CZSL
-  # dataset prepared under data.data_dir (python -m bf_jax.tasks.czsl.data prepare ...).
+  # task="czsl": closed-world compositional zero-shot learning (bf_jax/tasks/czsl/); data.name a
+  # CZSL dataset prepared under data.data_dir (python -m bf_jax.tasks.czsl.data prepare ...).
   c.czsl = ml_collections.ConfigDict(dict(
       model="cge",  # "cge" (graph convolution over attrs/objs/pairs) | "compcos"
       emb_dim=512,  # joint image / pair embedding width

@@ -29,7 +29,8 @@ def check_int(cfg, name: str, minimum: int) -> None:
     fail(name, value, f"must be an integer >= {minimum}")
 
 
-def check_num(cfg, name: str, low: float, high: float | None = None, strict_low: bool = False) -> None:
+def check_num(cfg, name: str, low: float, high: float | None = None,
+              strict_low: bool = False) -> None:
   value = get(cfg, name)
   ok = isinstance(value, (int, float)) and not isinstance(value, bool)
   ok = ok and (value > low if strict_low else value >= low) and (high is None or value <= high)
@@ -124,8 +125,9 @@ def validate(cfg, accepts: Accepts) -> None:
   check_num(cfg, "bf.lr_mult", 0.0)
   check_num(cfg, "bf.wd_mult", 0.0)
   if cfg.init.pretrained and (not accepts.pretrained or cfg.model.experts):
-    fail("init.pretrained", cfg.init.pretrained, "is for a single ResNet backbone "
-         f"(model.experts=0){'' if accepts.pretrained else f', which task={cfg.task!r} does not load'}")
+    refused = "" if accepts.pretrained else f", which task={cfg.task!r} does not load"
+    fail("init.pretrained", cfg.init.pretrained,
+         f"is for a single ResNet backbone (model.experts=0){refused}")
   for name in ("data.mixup", "data.cutmix", "data.label_smoothing"):
     check_num(cfg, name, 0.0)
   check_num(cfg, "data.mix_switch_prob", 0.0, 1.0)

@@ -14,7 +14,8 @@ def validate(cfg) -> None:
   config_check.validate(cfg, ACCEPTS)
   if not cfg.data.data_dir:
     fail("data.data_dir", cfg.data.data_dir, f"must be the folder {cfg.data.name} was prepared "
-         f"in (python -m bf_jax.tasks.czsl.data prepare --dataset {cfg.data.name} --root ... --out DIR)")
+         f"in (python -m bf_jax.tasks.czsl.data prepare --dataset {cfg.data.name} --root ... "
+         f"--out DIR)")
   check_int(cfg, "data.image_size", 1)  # the images differ in size
   check_choice(cfg, "czsl.model", ("cge", "compcos"))
   for name in ("emb_dim", "hidden", "img_layers"):

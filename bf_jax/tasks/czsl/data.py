@@ -151,7 +151,8 @@ def _write_split(path: pathlib.Path, items: list[tuple[str, int]], images: pathl
   try:
     for rel, label in items:
       image = image_records.load_image(images / rel, image_size)
-      writer.write(image_records.encode_record(label, rel, image_records.encode_image(image, image_format)))
+      encoded = image_records.encode_image(image, image_format)
+      writer.write(image_records.encode_record(label, rel, encoded))
   except BaseException:
     writer.close()
     tmp.unlink(missing_ok=True)

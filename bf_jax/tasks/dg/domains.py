@@ -66,7 +66,7 @@ DG_DATASETS: dict[str, DomainSetInfo] = {
                                       "location_100"), 10),
     "domain_net": DomainSetInfo(("clipart", "infograph", "painting", "quickdraw", "real",
                                  "sketch"), 345),
-    # The embedded digits, rotated per domain (RotatedMNIST-style; bf_jax/tasks/dg/digits.py writes it).
+    # The embedded digits, rotated per domain (RotatedMNIST-style; tasks/dg/digits.py writes it).
     "rotated_digits": DomainSetInfo(("rot0", "rot30", "rot60", "rot90"), 10),
 }
 

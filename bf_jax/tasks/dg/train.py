@@ -3,8 +3,8 @@
 ERM (+ BatchFormer) on the training domains' in-splits with per-domain balanced batches; every
 ``eval_every_steps`` the model is evaluated on the training domains' out-splits (validation:
 accuracy and loss, mean over domains) and on the test domain. SWAD averages the weights of every
-step inside the window that the validation loss picks (``bf_jax/tasks/dg/swad.py``) and is evaluated once
-at the end. Reported, as SWAD/DomainBed report them, on the test domain's in-split:
+step inside the window that the validation loss picks (``bf_jax/tasks/dg/swad.py``) and is
+evaluated once at the end. Reported, as SWAD/DomainBed report them, on the test domain's in-split:
 
 * ``erm_val``: the evaluation with the best validation accuracy (training-domain validation),
 * ``erm_last``: the last evaluation,
