@@ -55,11 +55,14 @@ def _torch_linear(fan_in: int, fan_out: int, *, zero_bias: bool = False, **kw) -
 
 
 def _dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
-             rows_NxQ: jax.Array | None) -> jax.Array:
+             rows_NxQ: jax.Array | None, cols: tuple[jax.Array, int] | None = None) -> jax.Array:
   """Dropout whose mask for each sample depends only on the key and the sample's global row.
 
   Keying masks by global row, not by device, keeps training identical on 1 or 8 devices and
-  still gives every device its own masks.
+  still gives every device its own masks. ``cols = (pos_G, n)``: the last axis holds keys whose
+  canonical positions are ``pos_G`` among ``n`` (a query's group), so each row draws ``n``
+  values and keys read theirs by position, however many keys a path lays out (all gathered
+  keys, masked, or just the group's).
   """
   if key is None or rate == 0.0:
     return x_NxQxR
@@ -67,9 +70,11 @@ def _dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
     return jnp.zeros_like(x_NxQxR)
   if rows_NxQ is None:  # a direct call: rows are just positions in this call
     rows_NxQ = jnp.arange(x_NxQxR.shape[0] * x_NxQxR.shape[1]).reshape(x_NxQxR.shape[:2])
-  row_shape = x_NxQxR.shape[2:]
+  row_shape = x_NxQxR.shape[2:] if cols is None else (*x_NxQxR.shape[2:-1], cols[1])
   draw = lambda row: jax.random.bernoulli(jax.random.fold_in(key, row), 1.0 - rate, row_shape)
   keep = jax.vmap(jax.vmap(draw))(rows_NxQ)
+  if cols is not None:
+    keep = jnp.take(keep, cols[0], axis=-1)
   return jnp.where(keep, x_NxQxR / (1.0 - rate), jnp.zeros_like(x_NxQxR))
 
 
@@ -95,7 +100,7 @@ class EncoderLayer(nnx.Module):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
     self.norm2 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
 
-  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ):
+  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols=None):
     c = x_NxQxPxC.shape[-1]
     h, d = self.num_heads, c // self.num_heads
     if kv_NxGxPxC is None:  # keys are the queries: one packed projection
@@ -117,19 +122,22 @@ class EncoderLayer(nnx.Module):
     if mask_QxG is not None:
       logits_NxPxHxQxG = jnp.where(mask_QxG, logits_NxPxHxQxG, -jnp.inf)
     probs_NxPxHxQxG = jax.nn.softmax(logits_NxPxHxQxG, axis=-1).astype(v.dtype)
-    probs_NxQxPxHxG = _dropout(jnp.moveaxis(probs_NxPxHxQxG, 3, 1), self.dropout, key, rows_NxQ)
+    probs_NxQxPxHxG = _dropout(jnp.moveaxis(probs_NxPxHxQxG, 3, 1), self.dropout, key, rows_NxQ,
+                               cols)
     out_NxQxPxHxD = jnp.einsum("nqphg,ngphd->nqphd", probs_NxQxPxHxG, v_NxGxPxHxD)
     return self.out_proj(out_NxQxPxHxD.reshape(*out_NxQxPxHxD.shape[:-2], c))
 
   def __call__(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
                mask_QxG: jax.Array | None, key: jax.Array | None,
-               rows_NxQ: jax.Array | None = None) -> jax.Array:
+               rows_NxQ: jax.Array | None = None,
+               cols: tuple[jax.Array, int] | None = None) -> jax.Array:
     """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout.
 
-    ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks.
+    ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks; ``cols``
+    the keys' positions within their group (see ``_dropout``), when they are not ``range(G)``.
     """
     keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
-    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ)
+    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ, cols)
     h = self.norm1(x_NxQxPxC + _dropout(attn, self.dropout, keys[1], rows_NxQ))
     hidden = _dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2], rows_NxQ)
     ffn = self.linear2(hidden)
@@ -238,7 +246,11 @@ class BatchFormer(nnx.Module):
         h_BxPxC = layer(h_BxPxC[None], None, None, layer_key, rows_B[None])[0]
       else:
         kv_GxPxC, mask_QxG = self._gather_keys(h_BxPxC, n_dev)
-        h_BxPxC = layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, layer_key, rows_B[None])[0]
+        # Masked groups lay out every gathered key; the attention-dropout draw must still be
+        # the one the grouped path makes: one value per position within the group.
+        cols = None if mask_QxG is None else (jnp.arange(b * n_dev) % k, k)
+        h_BxPxC = layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, layer_key, rows_B[None],
+                        cols)[0]
     return h_BxPxC
 
   def _gather_keys(self, h_BxPxC: jax.Array, n_dev: int):

@@ -200,10 +200,15 @@ def test_bfloat16_compute_stays_close_to_float32():
   assert bf16.layers[0].in_proj.kernel[...].dtype == jnp.float32  # params stay float32
 
 
-@pytest.mark.parametrize("group_size", [None, 4, 8])
-def test_train_mode_with_dropout_is_device_count_invariant(group_size):
-  """Masks are keyed by global sample index, so 8 devices reproduce 1 device, dropout on."""
-  x, dy = _data((N_DEV * B_LOCAL, C))
+@pytest.mark.parametrize("b_local, group_size, tokens", [
+    (B_LOCAL, None, 0), (B_LOCAL, 4, 0), (B_LOCAL, 8, 0),  # global; groups on / spanning devices
+    (6, 4, 0), (6, 16, 0), (10, 4, 0),  # groups straddling devices unevenly (the masked path)
+    (6, 4, 3),  # the same with V2 tokens
+])
+def test_train_mode_with_dropout_is_device_count_invariant(b_local, group_size, tokens):
+  """Masks are keyed by global sample index (and a key's position in its group), so 8 devices
+  reproduce 1 device with dropout on, whichever path the scope takes on each."""
+  x, dy = _data((N_DEV * b_local, tokens, C) if tokens else (N_DEV * b_local, C))
   key = jax.random.key(42)
   plain = BatchFormer(C, group_size=group_size, rngs=nnx.Rngs(1))
   sharded = BatchFormer(C, axis_name="data", group_size=group_size, rngs=nnx.Rngs(1))
