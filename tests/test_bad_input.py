@@ -24,8 +24,8 @@ def _smoke():
     ("batch_size", 60, r"batch_size=60 is not divisible by the 8 devices .* e\.g\. 56 or 64"),
     ("data.name", "imagenet_x", r"data\.name='imagenet_x' must be one of"),
     ("loss.name", "focal", r"loss\.name='focal' must be one of"),
-    ("optim.lr", -0.1, r"optim\.lr=-0\.1 must be a number > 0"),
-    ("optim.lr", 0.0, r"optim\.lr=0\.0 must be a number > 0"),
+    ("optim.lr", -0.1, r"optim\.lr=-0\.1 must be a finite number > 0"),
+    ("optim.lr", 0.0, r"optim\.lr=0\.0 must be a finite number > 0"),
     ("bf.scope", "gloabl", r"bf\.scope='gloabl' must be 'global', 'device', or a group size"),
     ("bf.mode", "both", r"bf\.mode='both' must be one of"),
     ("total_steps", 0, r"total_steps=0 must be an integer >= 1"),
@@ -33,10 +33,15 @@ def _smoke():
     ("data.num_classes", 100, r"data\.num_classes=100 but digits has 10 classes"),
     ("ckpt.keep", 0, r"ckpt\.keep=0 must be an integer >= 1"),
     ("eval_batch_size", 0, r"eval_batch_size=0 must be an integer >= 1"),
-    ("bf.dropout", 1.5, r"bf\.dropout=1\.5 must be a number >= 0\.0 and <= 1\.0"),
-    ("data.imbalance", 0.5, r"data\.imbalance=0\.5 must be a number >= 1\.0"),
+    ("bf.dropout", 1.5, r"bf\.dropout=1\.5 must be a finite number >= 0\.0 and <= 1\.0"),
+    ("data.imbalance", 0.5, r"data\.imbalance=0\.5 must be a finite number >= 1\.0"),
     ("optim.warmup_steps", 30, r"optim\.warmup_steps=30 must be below total_steps=30"),
     ("optim.skip_nonfinite", -1, r"optim\.skip_nonfinite=-1 must be an integer >= 0"),
+    ("optim.lr", float("inf"), r"optim\.lr=inf must be a finite number > 0"),
+    ("optim.lr", float("nan"), r"optim\.lr=nan must be a finite number > 0"),
+    ("optim.grad_clip", float("inf"), r"optim\.grad_clip=inf must be a finite number >= 0"),
+    ("resume_changes", "total_step", r"resume_changes='total_step' names \['total_step'\], which "
+                                     r"are not config fields"),
 ])
 def test_bad_config_values(tmp_path, field, value, match):
   config = _smoke()
@@ -44,7 +49,7 @@ def test_bad_config_values(tmp_path, field, value, match):
   setattr(config[group] if group else config, leaf, value)
   with pytest.raises(ValueError, match=match):
     classify.run(config, tmp_path)
-  assert not (tmp_path / "checkpoints").exists()  # failed before touching the workdir
+  assert not list(tmp_path.iterdir())  # failed before writing anything into the workdir
 
 
 def _listing(root):
@@ -149,7 +154,7 @@ def busy_port():
 
 def test_command_line_errors(tmp_path, busy_port):
   cases = [
-      (["--config.optim.lr=-1"], "config.optim.lr=-1.0 must be a number > 0"),
+      (["--config.optim.lr=-1"], "config.optim.lr=-1.0 must be a finite number > 0"),
       (["--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()"),
       ([f"--coordinator_address=127.0.0.1:{busy_port}", "--num_processes=2", "--process_id=0"],
        f"port {busy_port} cannot be opened on this machine (Address already in use)"),

@@ -33,7 +33,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(tmp_path):
   assert saved and 10 <= saved[-1] < 100000
   # The same command resumes from there (here: told to stop soon after; at least 11 more steps
   # keep total_steps above digits_lt's 20 warmup steps when the save came at step 10).
-  again = _launch(tmp_path, f"--config.total_steps={saved[-1] + 11}")
+  again = _launch(tmp_path, f"--config.total_steps={saved[-1] + 11}",
+                  "--config.resume_changes=total_steps")
   out, _ = again.communicate(timeout=180)
   assert again.returncode == 0, out
   assert f"resumed from the checkpoint at step {saved[-1]}" in out

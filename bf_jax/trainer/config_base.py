@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 500  # 0: only at the end
   c.log_every_steps = 50
   c.ckpt = ml_collections.ConfigDict(dict(every_steps=500, keep=2))  # every_steps 0: end only
+  # Fields a restart may change against the workdir's config.json, comma-separated, e.g.
+  # "total_steps,eval_every_steps" (trainer/run_record.py); any other difference stops the run.
+  c.resume_changes = ""
 
   c.bf = ml_collections.ConfigDict(dict(
       enabled=True,

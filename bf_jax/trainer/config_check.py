@@ -7,6 +7,7 @@ its own fields; nothing here names a task.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Collection
 
 from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
@@ -17,6 +18,7 @@ from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.models.vit import VIT_ARCHS
 from bf_jax.trainer.losses import LOSSES
 from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
+from bf_jax.trainer.run_record import flatten
 
 
 def fail(name: str, value: Any, need: str) -> None:
@@ -32,11 +34,11 @@ def check_int(cfg, name: str, minimum: int) -> None:
 def check_num(cfg, name: str, low: float, high: float | None = None,
               strict_low: bool = False) -> None:
   value = get(cfg, name)
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
   ok = ok and (value > low if strict_low else value >= low) and (high is None or value <= high)
-  if not ok:
+  if not ok:  # inf passes every >= test, so finiteness is checked on its own
     rng = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-    fail(name, value, f"must be a number {rng}")
+    fail(name, value, f"must be a finite number {rng}")
 
 
 def check_choice(cfg, name: str, choices) -> None:
@@ -73,6 +75,7 @@ def validate(cfg, accepts: Accepts) -> None:
   check_int(cfg, "log_every_steps", 1)
   check_int(cfg, "ckpt.every_steps", 0)
   check_int(cfg, "ckpt.keep", 1)
+  _resume_changes(cfg)
   check_choice(cfg, "data.name", accepts.datasets)
   check_int(cfg, "data.num_classes", 2)
   check_num(cfg, "data.imbalance", 1.0)
@@ -172,3 +175,11 @@ def _vit(cfg, accepts: Accepts) -> None:
   if cfg.init.pretrained or cfg.init.freeze_backbone:
     fail("init.pretrained", cfg.init.pretrained, "(and init.freeze_backbone) are for ResNet "
          "backbones, not a ViT")
+
+
+def _resume_changes(cfg) -> None:
+  names = [n.strip() for n in str(cfg.resume_changes).split(",") if n.strip()]
+  unknown = sorted(set(names) - set(flatten(cfg.to_dict())))
+  if unknown:
+    fail("resume_changes", cfg.resume_changes, f"names {unknown}, which are not config fields; "
+         f"give dotted names, comma-separated, e.g. total_steps,eval_every_steps")

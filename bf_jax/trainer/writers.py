@@ -1,4 +1,5 @@
-"""Run logs in the workdir (process 0 only): config.json, metrics.jsonl, TensorBoard events.
+"""Run logs in the workdir (process 0 only): metrics.jsonl, TensorBoard events (the config
+record is run_record.py's).
 
 TensorBoard files are written with tensorboardX, so TensorFlow is never needed. A gs:// workdir
 works through etils.epath (with gcsfs) and tensorboardX (with google-cloud-storage): install
@@ -22,14 +23,13 @@ from etils import epath
 class MetricWriter:
   """Appends one JSON line per write and mirrors the scalars to TensorBoard."""
 
-  def __init__(self, workdir: str | pathlib.Path, config_json: str):
+  def __init__(self, workdir: str | pathlib.Path):
     self.active = jax.process_index() == 0
     self.workdir = epath.Path(workdir)
     self._tb = None
     if not self.active:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
-    (self.workdir / "config.json").write_text(config_json)
     self._remote = "://" in str(workdir)
     jsonl = self.workdir / "metrics.jsonl"
     if self._remote:

@@ -93,7 +93,7 @@ def test_unreadable_latest_checkpoint_falls_back_and_nothing_is_deleted(tmp_path
   (half / "state").mkdir(parents=True)
   (half / "state" / "_METADATA").write_text('{"tree_metadata": {')
 
-  config.total_steps = 6
+  config.total_steps, config.resume_changes = 6, "total_steps"  # train on, said on purpose
   result = classify.run(config, tmp_path / "run")
   assert result["step"] == 6
   assert any("checkpoint step 4" in line and "unreadable" in line for line in bf_log)

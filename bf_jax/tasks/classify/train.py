@@ -17,8 +17,8 @@ from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.classify import checks, metrics
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
-                            writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
+                            steps, writers)
 
 log = logging.getLogger("bf_jax")
 
@@ -118,6 +118,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
 
   # ---------------------------------------------------------------- checkpoint: resume if any
+  diffs = run_record.check(config, workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)
   start_step, state = ckpt.restore_latest(state)
   if start_step:
@@ -129,7 +130,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
     log.warning("init.freeze_backbone without init.from_workdir: the frozen backbone is its random "
                 "initialization (a random-feature baseline); set --config.init.from_workdir to the "
                 "run that trained it.")
-  writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
+  run_record.record(config, workdir, start_step, diffs)
+  writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
   try:

@@ -30,8 +30,8 @@ from bf_jax.tasks.czsl import steps as czsl_steps
 from bf_jax.tasks.czsl.data import CZSLData, load_czsl
 from bf_jax.tasks.czsl.metrics import closed_world_metrics
 from bf_jax.tasks.czsl.models import build_czsl_head
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
-                            writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
+                            steps, writers)
 
 log = logging.getLogger("bf_jax")
 REPORTED = ("AUC", "best_hm", "best_seen", "best_unseen", "attr_acc", "obj_acc")
@@ -130,13 +130,15 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   history: list[dict] = []
+  diffs = run_record.check(config, workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep,
                                     extras=lambda: ({"history": history}, {}))
   start_step, state = ckpt.restore_latest(state, extras_target=lambda info: {})
   if start_step:
     history[:] = ckpt.restored_extras[0]["history"]
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
+  run_record.record(config, workdir, start_step, diffs)
+  writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
   def evaluate(state, step: int, selected) -> dict:

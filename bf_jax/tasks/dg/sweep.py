@@ -26,7 +26,7 @@ from etils import epath
 from bf_jax.tasks.dg import checks
 from bf_jax.tasks.dg.domains import load_meta
 from bf_jax.tasks.dg.train import RESULT_FILE, train_one
-from bf_jax.trainer import setup
+from bf_jax.trainer import run_record, setup
 
 log = logging.getLogger("bf_jax")
 SELECTIONS = {"erm_val": "ERM, training-domain validation", "erm_last": "ERM, last step",
@@ -44,6 +44,9 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   setup.make_mesh(config, devices)  # its loud checks, before the first run
   domains = list(load_meta(config.data.name, config.data.data_dir)["domains"])
   test_domains = list(config.dg.test_domains) or domains
+  for domain in test_domains:  # every run's record first: a changed config stops the whole sweep
+    for trial in config.dg.trial_seeds:
+      run_record.check(config, run_dir(workdir, domain, trial))
   results = []
   for domain in test_domains:
     for trial in config.dg.trial_seeds:

@@ -29,8 +29,8 @@ from bf_jax.data import pipeline
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.swad import SwadAverager
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, setup, sharding, steps,
-                            writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
+                            steps, writers)
 
 log = logging.getLogger("bf_jax")
 RESULT_FILE = "result.json"
@@ -133,6 +133,7 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
     names = SwadAverager.sum_names(info["swad"]) if info.get("swad") else []
     return {name: _sums_target(state["params"]) for name in names}
 
+  diffs = run_record.check(config, workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep, extras)
   start_step, state = ckpt.restore_latest(state, extras_target)
   if start_step:
@@ -141,7 +142,8 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
     if use_swad:
       run["swad"] = SwadAverager.from_checkpoint_parts(info["swad"], arrays)
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
+  run_record.record(config, workdir, start_step, diffs)
+  writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
   def evaluate(state, step: int, selected) -> dict:

@@ -22,7 +22,8 @@ from bf_jax.models.classifier import build_backbone, build_batchformer
 from bf_jax.tasks.moco import checks, knn
 from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.tasks.moco.model import build_moco, momentum_params
-from bf_jax.trainer import checkpointing, loop, optim, plots, setup, sharding, steps, writers
+from bf_jax.trainer import (checkpointing, loop, optim, plots, run_record, setup, sharding, steps,
+                            writers)
 
 log = logging.getLogger("bf_jax")
 
@@ -99,11 +100,13 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
            sum(x.size for x in jax.tree.leaves(state["params"])), mesh.devices.size)
 
   # ---------------------------------------------------------------- checkpoint: resume if any
+  diffs = run_record.check(config, workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)
   start_step, state = ckpt.restore_latest(state)
   if start_step:
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  writer = writers.MetricWriter(workdir, config.to_json_best_effort(indent=2))
+  run_record.record(config, workdir, start_step, diffs)
+  writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
   batches = pipeline.train_batches(

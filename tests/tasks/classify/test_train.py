@@ -87,5 +87,9 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
   classify.run(config, tmp_path)
   config.total_steps = 6
   config.model.width = 64
+  with pytest.raises(ValueError, match=r"(?s)trained with another config.*model\.width: 128 "
+                                       r"\(recorded\) -> 64 \(now\).*total_steps: 3"):
+    classify.run(config, tmp_path)  # the workdir's config.json refuses it first
+  config.resume_changes = "model.width,total_steps"  # said on purpose: the checkpoint refuses it
   with pytest.raises(ValueError, match=r"written by another config: params/.* is \(.*128"):
     classify.run(config, tmp_path)

@@ -1,0 +1,116 @@
+"""The workdir's record of how its checkpoints were trained.
+
+``config.json`` is the config the run trains with; ``config_history.jsonl`` gets one line per
+start (step, time, host, processes, git commit, the whole config). A restart whose config differs
+from ``config.json`` stops before anything is written, listing every differing field, unless the
+user names the fields in ``--config.resume_changes`` (e.g. ``total_steps`` to train longer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+from typing import Any
+
+import jax
+from etils import epath
+
+CONFIG, HISTORY = "config.json", "config_history.jsonl"
+_MISSING = "<absent>"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'optim.lr': 0.05, ...} of a nested config dict."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def allowed_changes(config) -> set[str]:
+  """The fields a restart may change: ``config.resume_changes`` (comma-separated names)."""
+  names = {n.strip() for n in str(config.resume_changes).split(",") if n.strip()}
+  return names | {"resume_changes"}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  old_f, new_f = flatten(old), flatten(new)
+  keys = sorted(set(old_f) | set(new_f))
+  return {k: (old_f.get(k, _MISSING), new_f.get(k, _MISSING))
+          for k in keys if old_f.get(k, _MISSING) != new_f.get(k, _MISSING)}
+
+
+def _has_checkpoint(workdir: epath.Path) -> bool:
+  directory = workdir / "checkpoints"
+  return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
+  """Raises (on every process, before anything is written) when ``workdir`` records another
+  config; returns the differences the config allows (``resume_changes``)."""
+  workdir = epath.Path(workdir)
+  path = workdir / CONFIG
+  if not path.exists():
+    return {}
+  if not _has_checkpoint(workdir) and not (workdir / HISTORY).exists():
+    raise FileExistsError(
+        f"{path} exists, but {workdir} holds no checkpoint and no {HISTORY}: bf_jax did not "
+        f"write it, and will not overwrite it. Move the file away or pick another --workdir.")
+  try:
+    old = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not the JSON bf_jax writes ({e}); its history is in "
+                     f"{workdir / HISTORY}. Restore the file or pick another --workdir.") from None
+  new = json.loads(config.to_json_best_effort())
+  diffs = differences(old, new)
+  allowed = allowed_changes(config)
+  refused = {k: v for k, v in diffs.items() if k not in allowed}
+  if refused:
+    lines = "\n".join(f"  {k}: {old_v!r} (recorded) -> {new_v!r} (now)"
+                      for k, (old_v, new_v) in refused.items())
+    raise ValueError(
+        f"{workdir} was trained with another config; nothing was changed. Differing fields:\n"
+        f"{lines}\nTo continue with the recorded config, drop these overrides; to change them on "
+        f"purpose, add --config.resume_changes={','.join(refused)}; or pick another --workdir.")
+  return diffs
+
+
+def _git_commit() -> str | None:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
+                         capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def record(config, workdir: str | pathlib.Path, start_step: int,
+           diffs: dict[str, tuple[Any, Any]]) -> None:
+  """Appends this start to the history; writes config.json only when it is new or changed."""
+  if jax.process_index() != 0:
+    return
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  config_json = config.to_json_best_effort(indent=2)
+  entry = {"start_step": start_step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "host": socket.gethostname(), "processes": jax.process_count(),
+           "git_commit": _git_commit(), "changed": {k: list(v) for k, v in diffs.items()},
+           "config": json.loads(config_json)}
+  history = workdir / HISTORY
+  line = json.dumps(entry) + "\n"
+  if "://" in str(workdir):  # object stores cannot append
+    history.write_text((history.read_text() if history.exists() else "") + line)
+  else:
+    with open(os.fspath(history), "a") as f:
+      f.write(line)
+  if not (workdir / CONFIG).exists() or diffs:
+    tmp = workdir / f"{CONFIG}.tmp"
+    tmp.write_text(config_json)
+    tmp.replace(workdir / CONFIG)

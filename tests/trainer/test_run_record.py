@@ -1,0 +1,77 @@
+"""The workdir's record of how a run was trained: a restart with another config stops before
+writing anything and names every differing field; named fields may change on purpose; every
+start is in config_history.jsonl; an unchanged restart never rewrites config.json; a file the
+user put in a fresh workdir is never overwritten."""
+
+import json
+
+import pytest
+from helpers import load_config
+
+from bf_jax.tasks import classify
+from bf_jax.trainer import run_record
+
+
+def _config(**changes):
+  config = load_config("digits_lt", "smoke")
+  config.total_steps, config.ckpt.every_steps = 4, 2
+  for name, value in changes.items():
+    group, _, leaf = name.rpartition("__")
+    setattr(config[group] if group else config, leaf, value)
+  return config
+
+
+def _snapshot(root):
+  return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _history(workdir):
+  return [json.loads(line) for line in (workdir / "config_history.jsonl").read_text().splitlines()]
+
+
+def test_restart_with_another_config_stops_untouched_unless_the_fields_are_named(tmp_path):
+  classify.run(_config(), tmp_path)
+  record = (tmp_path / "config.json").read_text()
+  assert json.loads(record)["optim"]["lr"] == _config().optim.lr
+  assert [h["start_step"] for h in _history(tmp_path)] == [0]
+
+  # Unchanged: resumes (here: nothing left to train), the record is not rewritten.
+  mtime = (tmp_path / "config.json").stat().st_mtime_ns
+  classify.run(_config(), tmp_path)
+  assert (tmp_path / "config.json").stat().st_mtime_ns == mtime
+  assert [h["start_step"] for h in _history(tmp_path)] == [0, 4]
+
+  # Changed without saying so: every differing field listed, nothing written.
+  before = _snapshot(tmp_path)
+  lr = _config().optim.lr
+  with pytest.raises(ValueError, match=r"(?s)optim\.lr: .* \(recorded\) -> 0\.5 \(now\).*"
+                                       r"total_steps: 4 \(recorded\) -> 6 \(now\).*"
+                                       r"--config\.resume_changes=optim\.lr,total_steps"):
+    classify.run(_config(optim__lr=0.5, total_steps=6), tmp_path)
+  assert _snapshot(tmp_path) == before
+
+  # Named on purpose: it trains on, and the history keeps how steps 1-4 were trained.
+  result = classify.run(_config(optim__lr=0.5, total_steps=6,
+                                resume_changes="optim.lr,total_steps"), tmp_path)
+  assert result["step"] == 6
+  assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == 0.5
+  history = _history(tmp_path)
+  assert [h["start_step"] for h in history] == [0, 4, 4]
+  assert history[0]["config"]["optim"]["lr"] == lr
+  assert history[2]["changed"]["optim.lr"] == [lr, 0.5]
+  assert {"time", "host", "processes", "git_commit"} <= set(history[2])
+
+
+def test_a_file_the_user_put_in_a_fresh_workdir_is_never_overwritten(tmp_path):
+  (tmp_path / "config.json").write_text("my notes")
+  with pytest.raises(FileExistsError, match=r"bf_jax did not write it, and will not overwrite "
+                                            r"it\. Move the file away or pick another"):
+    classify.run(_config(), tmp_path)
+  assert (tmp_path / "config.json").read_text() == "my notes"
+  assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_differences_are_flat_and_name_absent_fields():
+  assert run_record.differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4}) == {
+      "a.c": (2, 3), "d": ("<absent>", 4)}
