@@ -62,6 +62,28 @@ def _init_distributed() -> None:
     pass  # no cluster detected: a single process
 
 
+_SPELLINGS = {"on": "true", "yes": "true", "off": "false", "no": "false"}
+
+
+def spell_booleans(argv: list[str]) -> list[str]:
+  """``--config.bf.enabled=off`` as the config-arg form (``:bf=off``) takes it: on/off/yes/no of
+  a boolean field become true/false, which absl's boolean parser accepts."""
+  from bf_jax.trainer.config_base import base_config
+  from bf_jax.trainer.config_check import get
+  schema, out = base_config(), []
+  for arg in argv:
+    name, eq, value = arg.partition("=")
+    if eq and name.startswith("--config.") and value.lower() in _SPELLINGS:
+      try:
+        field = get(schema, name[len("--config."):])
+      except (AttributeError, KeyError):
+        field = None
+      if isinstance(field, bool):
+        arg = f"{name}={_SPELLINGS[value.lower()]}"
+    out.append(arg)
+  return out
+
+
 def main(argv):
   del argv
   writers.setup_logging(logging.INFO)
@@ -71,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(spell_booleans(argv)))

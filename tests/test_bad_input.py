@@ -40,6 +40,9 @@ def _smoke():
     ("optim.lr", float("inf"), r"optim\.lr=inf must be a finite number > 0"),
     ("optim.lr", float("nan"), r"optim\.lr=nan must be a finite number > 0"),
     ("optim.grad_clip", float("inf"), r"optim\.grad_clip=inf must be a finite number >= 0"),
+    ("bf.num_heads", 3, r"config\.bf\.num_heads=3 does not divide the backbone's feature width "
+                        r"128; set --config\.bf\.num_heads to one of \[1, 2, 4, 8, 16, 32, 64\], "
+                        r"or change the width \(--config\.model\.width"),
     ("resume_changes", "total_step", r"resume_changes='total_step' names \['total_step'\], which "
                                      r"are not config fields"),
 ])
@@ -165,3 +168,15 @@ def test_command_line_errors(tmp_path, busy_port):
     result = _cli(tmp_path, *args)
     assert result.returncode != 0 and message in result.stderr, (args, result.stderr[-2000:])
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_boolean_overrides_take_the_config_arg_spellings(tmp_path):
+  """--config.bf.enabled=off as :bf=off takes it; strings that read 'off' stay strings."""
+  from bf_jax.main import spell_booleans
+  assert spell_booleans(["--config.bf.enabled=off", "--config.bf.enabled=Yes", "--workdir=off",
+                         "--config.data.name=no", "--config.init.freeze_backbone=ON"]) == [
+      "--config.bf.enabled=false", "--config.bf.enabled=true", "--workdir=off",
+      "--config.data.name=no", "--config.init.freeze_backbone=true"]
+  result = _cli(tmp_path, "--config.bf.enabled=off")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "no BatchFormer" in result.stderr

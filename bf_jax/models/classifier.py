@@ -79,6 +79,12 @@ def build_batchformer(bf_cfg, dim: int, local_batch: int, rngs: nnx.Rngs,
                       axis_name: str = "data") -> BatchFormer | None:
   if not bf_cfg.enabled:
     return None
+  if dim % bf_cfg.num_heads:  # the layer would name its own dim=...; name the config fields
+    divisors = [h for h in range(1, min(dim, 64) + 1) if dim % h == 0]
+    raise ValueError(
+        f"config.bf.num_heads={bf_cfg.num_heads} does not divide the backbone's feature width "
+        f"{dim}; set --config.bf.num_heads to one of {divisors}, or change the width "
+        f"(--config.model.width for mlp/cnn, --config.model.width_mult or model.name for ResNets).")
   return BatchFormer(dim, num_heads=bf_cfg.num_heads, dropout=bf_cfg.dropout,
                      num_layers=bf_cfg.num_layers, axis_name=axis_name,
                      group_size=scope_to_group_size(bf_cfg.scope, local_batch), rngs=rngs)
