@@ -12,6 +12,8 @@ from ml_collections import config_flags
 
 from bf_jax import tasks
 from bf_jax.trainer import writers
+from bf_jax.trainer.config_base import base_config
+from bf_jax.trainer.config_check import get
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/digits_lt.py:bf=off.",
@@ -68,8 +70,6 @@ _SPELLINGS = {"on": "true", "yes": "true", "off": "false", "no": "false"}
 def spell_booleans(argv: list[str]) -> list[str]:
   """``--config.bf.enabled=off`` as the config-arg form (``:bf=off``) takes it: on/off/yes/no of
   a boolean field become true/false, which absl's boolean parser accepts."""
-  from bf_jax.trainer.config_base import base_config
-  from bf_jax.trainer.config_check import get
   schema, out = base_config(), []
   for arg in argv:
     name, eq, value = arg.partition("=")

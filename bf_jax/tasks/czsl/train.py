@@ -3,8 +3,9 @@
 A ResNet image encoder (fine-tuned, its own lr via ``optim.backbone_lr_mult``), BatchFormer on
 the pooled image feature (two streams, pair labels duplicated: features and labels both, unlike
 upstream's CGE command), then a compatibility head (CGE or CompCos,
-``bf_jax/tasks/czsl/models.py``) scoring every pair. Training sees only images of seen (training) pairs and a cross-entropy over
-the seen pairs: unseen pairs' logits are masked out of the softmax. Every ``eval_every_steps``
+``bf_jax/tasks/czsl/models.py``) scoring every pair. Training sees only images of seen
+(training) pairs and a cross-entropy over the seen pairs: unseen pairs' logits are masked out of
+the softmax. Every ``eval_every_steps``
 the val and test splits are scored over all pairs and evaluated closed-world
 (``bf_jax/tasks/czsl/metrics.py``: bias sweep, AUC, best HM, ...); the reported test metrics are
 those of the evaluation with the best val AUC (the czsl codebase's model selection).
