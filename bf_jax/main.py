@@ -1,6 +1,8 @@
 """Command line: python -m bf_jax.main --config configs/<task>.py[:args] --workdir DIR.
 
-This file is intentionally tiny; the loops are bf_jax.tasks.run's, which tests call.
+This file is intentionally tiny; the loops are bf_jax.tasks.run's, which tests call. Errors the
+user can fix end in one message (exit 2), see bf_jax/trainer/user_errors.py; --debug shows the
+traceback.
 """
 
 import logging
@@ -11,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bf_jax import tasks
-from bf_jax.trainer import writers
+from bf_jax.trainer import user_errors, writers
 from bf_jax.trainer.config_base import base_config
 from bf_jax.trainer.config_check import get
 
@@ -22,6 +24,7 @@ flags.DEFINE_string("workdir", None, "Where checkpoints and logs go; an existing
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
+flags.DEFINE_bool("debug", False, "On an error, show the full traceback (also BF_JAX_DEBUG=1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,18 +33,18 @@ def _check_coordinator_flags() -> None:
   address, n, i = FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit():
-    raise SystemExit(f"error: --coordinator_address={address!r} must be host:port, e.g. "
+    raise ValueError(f"--coordinator_address={address!r} must be host:port, e.g. "
                      f"10.0.0.2:8476 (process 0's address).")
   if n is None or i is None or not 0 <= i < n:
-    raise SystemExit(f"error: --num_processes={n} --process_id={i}: with --coordinator_address "
+    raise ValueError(f"--num_processes={n} --process_id={i}: with --coordinator_address "
                      f"give both, with 0 <= process_id < num_processes.")
   if i == 0:  # process 0 serves the coordinator on that port
     with socket.socket() as s:
       try:
         s.bind(("", int(port)))
       except OSError as e:
-        raise SystemExit(
-            f"error: --coordinator_address={address}: port {port} cannot be opened on this "
+        raise ValueError(
+            f"--coordinator_address={address}: port {port} cannot be opened on this "
             f"machine ({e.strerror}); another run's coordinator may hold it. Pick a free port "
             f"for all processes, e.g. --coordinator_address={host}:{_free_port()}.") from None
 
@@ -84,13 +87,33 @@ def spell_booleans(argv: list[str]) -> list[str]:
   return out
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with the boolean spellings, and one message for a mistaken flag."""
+  argv = spell_booleans(argv)
+  try:
+    return FLAGS(argv)
+  except Exception as e:
+    message = None if user_errors.debugging(argv) else user_errors.flag_error(e, argv)
+    if message is None:
+      raise
+    user_errors.exit_with(message, user_errors.USAGE)
+
+
 def main(argv):
   del argv
   writers.setup_logging(logging.INFO)
-  _init_distributed()
-  result = tasks.run(FLAGS.config, FLAGS.workdir)
+  try:
+    config = FLAGS.config  # a config file that failed to load raises here
+    _init_distributed()
+    result = tasks.run(config, FLAGS.workdir)
+  except BaseException as e:
+    said = None if user_errors.debugging(flag=FLAGS.debug) else user_errors.describe(
+        e, FLAGS.workdir)
+    if said is None:
+      raise
+    user_errors.exit_with(*said)
   logging.getLogger("bf_jax").info("final: %s", result)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(spell_booleans(argv)))
+  app.run(main, flags_parser=parse_flags)

@@ -14,6 +14,7 @@ from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.data.split_files import read_split_file
 from bf_jax.tasks import classify
+from bf_jax.trainer import run_record
 
 
 def _smoke():
@@ -140,11 +141,13 @@ def test_unreadable_split_files(tmp_path):
     read_split_file(str(garbled))
 
 
-def _cli(tmp_path, *args) -> subprocess.CompletedProcess:
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "bf_jax.main", "--config",
-                         "configs/digits_lt.py:smoke", f"--workdir={tmp_path / 'run'}", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+def _cli(tmp_path, *args, workdir=None, config="configs/digits_lt.py:smoke", env=None
+         ) -> subprocess.Popen:
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", **(env or {})}
+  return subprocess.Popen([sys.executable, "-m", "bf_jax.main", "--config", config,
+                           f"--workdir={workdir or tmp_path / 'run'}", *args],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
 
 
 @pytest.fixture
@@ -155,19 +158,50 @@ def busy_port():
     yield s.getsockname()[1]
 
 
-def test_command_line_errors(tmp_path, busy_port):
+def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
+  """Exit 2, the value and the fix on stderr, no traceback, nothing written (issue 17, item 5)."""
+  a_file = tmp_path / "a_file"
+  a_file.write_text("the user's")
+  trained = tmp_path / "trained"  # a workdir that recorded lr 0.05 (item 2)
+  config = _smoke()
+  run_record.record(config, trained, 0, {})
+  bad_config = tmp_path / "bad_config.py"
+  bad_config.write_text("def get_config(:\n")
   cases = [
-      (["--config.optim.lr=-1"], "config.optim.lr=-1.0 must be a finite number > 0"),
-      (["--config.batch_size=abc"], "--config.batch_size=abc: invalid literal for int()"),
+      (["--config.optim.lr=-1"], {}, "config.optim.lr=-1.0 must be a finite number > 0"),
+      (["--config.optim.lr=inf"], {}, "config.optim.lr=inf must be a finite number > 0"),
+      (["--config.batch_size=abc"], {}, "--config.batch_size=abc: invalid literal for int()"),
+      (["--config.batchsize=32"], {}, "--config.batchsize=32: the config has no field "
+                                      "'batchsize'. Did you mean \"batch_size\""),
+      (["--config.bf.enabled=maybe"], {}, "a boolean flag takes true/false, on/off, yes/no"),
+      ([], {"config": "configs/no_such.py"}, "--config=configs/no_such.py: no such file"),
+      ([], {"config": "configs/digits_lt.py:smok"}, "config arg 'smok' is unknown; known args"),
+      ([], {"config": str(bad_config)}, "does not parse: invalid syntax at line 1"),
+      ([], {"workdir": a_file}, f"{a_file} is a file, not a directory; give a directory path"),
+      ([], {"workdir": a_file / "sub"}, f"{a_file} is a file, not a directory"),
+      ([], {"workdir": "/proc/bf_jax_run"}, "--workdir=/proc/bf_jax_run cannot be written"),
+      (["--config.optim.lr=0.5"], {"workdir": trained},
+       f"optim.lr: {config.optim.lr!r} (recorded) -> 0.5 (now)"),
       ([f"--coordinator_address=127.0.0.1:{busy_port}", "--num_processes=2", "--process_id=0"],
-       f"port {busy_port} cannot be opened on this machine (Address already in use)"),
-      (["--coordinator_address=127.0.0.1:1234"],
+       {}, f"port {busy_port} cannot be opened on this machine (Address already in use)"),
+      (["--coordinator_address=127.0.0.1:1234"], {},
        "--num_processes=None --process_id=None: with --coordinator_address give both"),
   ]
-  for args, message in cases:
-    result = _cli(tmp_path, *args)
-    assert result.returncode != 0 and message in result.stderr, (args, result.stderr[-2000:])
-    assert not (tmp_path / "run" / "checkpoints").exists()
+  before = _listing(tmp_path)
+  procs = [_cli(tmp_path, *args, **kw) for args, kw, _ in cases]
+  for (args, kw, message), proc in zip(cases, procs):
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2 and message in err, (args, kw, err[-2000:])
+    assert "Traceback" not in err and err.count("error: ") == 1, err
+  assert _listing(tmp_path) == before and not (tmp_path / "run").exists()
+  assert a_file.read_text() == "the user's"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+  for args, env in ([["--debug"], {}], [[], {"BF_JAX_DEBUG": "1"}]):
+    proc = _cli(tmp_path, "--config.batchsize=32", *args, env=env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" in err and "batchsize" in err, err[-2000:]
 
 
 def test_boolean_overrides_take_the_config_arg_spellings(tmp_path):
@@ -177,6 +211,7 @@ def test_boolean_overrides_take_the_config_arg_spellings(tmp_path):
                          "--config.data.name=no", "--config.init.freeze_backbone=ON"]) == [
       "--config.bf.enabled=false", "--config.bf.enabled=true", "--workdir=off",
       "--config.data.name=no", "--config.init.freeze_backbone=true"]
-  result = _cli(tmp_path, "--config.bf.enabled=off")
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "no BatchFormer" in result.stderr
+  proc = _cli(tmp_path, "--config.bf.enabled=off")
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "no BatchFormer" in err

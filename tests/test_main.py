@@ -1,4 +1,5 @@
-"""The command line: a real process, a config file, SIGTERM saves and exits 0, then resumes."""
+"""The command line: a real process, a config file; SIGTERM saves and exits 0, then resumes;
+Ctrl-C saves and exits 130."""
 
 import os
 import signal
@@ -18,18 +19,26 @@ def _launch(workdir, *overrides):
                           stderr=subprocess.STDOUT, text=True)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(tmp_path):
-  proc = _launch(tmp_path)
+def _wait_for_a_logged_step(proc, workdir):
   deadline = time.time() + 120
-  while not (tmp_path / "metrics.jsonl").exists() or not read_metrics(tmp_path):
+  while not (workdir / "metrics.jsonl").exists() or not read_metrics(workdir):
     assert proc.poll() is None, proc.stdout.read()
     assert time.time() < deadline, "training never logged a step"
     time.sleep(0.5)
+
+
+def _saved_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(tmp_path):
+  proc = _launch(tmp_path)
+  _wait_for_a_logged_step(proc, tmp_path)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
   assert "preempted: saved step" in out
-  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  saved = _saved_steps(tmp_path)
   assert saved and 10 <= saved[-1] < 100000
   # The same command resumes from there (here: told to stop soon after; at least 11 more steps
   # keep total_steps above digits_lt's 20 warmup steps when the save came at step 10).
@@ -40,3 +49,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(tmp_path):
   assert f"resumed from the checkpoint at step {saved[-1]}" in out
   assert "'preempted': False" in out
 
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+  """Issue 17, item 4: today's KeyboardInterrupt lost the work since the last checkpoint."""
+  proc = _launch(tmp_path, "--config.ckpt.every_steps=0")  # only the Ctrl-C saves
+  _wait_for_a_logged_step(proc, tmp_path)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out
+  assert "Ctrl-C: saving a checkpoint at the next step boundary" in out
+  assert "Traceback" not in out
+  saved = _saved_steps(tmp_path)
+  assert len(saved) == 1 and f"interrupted: saved step {saved[0]}; rerun the same command" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any, Callable, Iterator
 
@@ -14,34 +15,57 @@ from bf_jax.trainer import checkpointing, sharding, writers
 log = logging.getLogger("bf_jax")
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks at step boundaries (single-process runs).
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C ended the run after saving a checkpoint (the same command resumes)."""
+
+
+class _Signals:
+  """SIGTERM and a first Ctrl-C become a flag the loop checks at step boundaries: it saves and
+  stops. A second Ctrl-C aborts at once (Python's KeyboardInterrupt).
 
   With several processes SIGTERM is left to JAX's preemption notifier: it tells the coordinator,
   and Orbax's ``reached_preemption`` then names one step at which every process saves. Our own
-  handler would replace the notifier's and let one process stop alone while the rest hang.
+  SIGTERM handler would replace the notifier's and let one process stop alone while the rest
+  hang, so there a Ctrl-C is passed on as a SIGTERM to this process, taking the same road.
   """
 
   def __init__(self):
-    self.requested = False
-    self._old = None
+    self.requested = False  # single process: save and stop at the next step boundary
+    self.interrupted = False  # a Ctrl-C asked for it (the run then ends with Interrupted)
+    self._old: dict[int, Any] = {}
 
   def __enter__(self):
-    if jax.process_count() > 1:
-      return self
+    wanted = {signal.SIGINT: self._on_sigint}
+    if jax.process_count() == 1:
+      wanted[signal.SIGTERM] = self._on_sigterm
     try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      for signum, handler in wanted.items():
+        self._old[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread: rely on Orbax's preemption check alone
-      self._old = None
+      self.__exit__()
     return self
 
-  def _handle(self, signum, frame):
+  def _on_sigterm(self, signum, frame):
     log.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting.")
     self.requested = True
 
+  def _on_sigint(self, signum, frame):
+    if self.interrupted:
+      raise KeyboardInterrupt  # the second Ctrl-C
+    if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
+      raise KeyboardInterrupt  # no notifier to agree on a step: a SIGTERM would just kill us
+    self.interrupted = True
+    log.warning("Ctrl-C: saving a checkpoint at the next step boundary, then exiting; press "
+                "Ctrl-C again to abort without saving.")
+    if jax.process_count() > 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # JAX's notifier agrees on a step with the others
+    else:
+      self.requested = True
+
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for signum, old in self._old.items():
+      signal.signal(signum, old)
+    self._old = {}
 
 
 class _FiniteGuard:
@@ -104,7 +128,7 @@ def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iter
   guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
   window, checked = [], 0  # this log window's step metrics; how many the guard has seen
   step, selected = start_step, None
-  with _Preemption() as preemption:
+  with _Signals() as signals:
     while step < config.total_steps:
       batch = sharding.put_batch(next(batches), mesh)
       state, step_metrics = train_step(state, batch, np.int32(step))
@@ -114,7 +138,7 @@ def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iter
         on_step(state)
       final = step == config.total_steps
       # Every process asks every step: agreeing on the step to save is a collective.
-      preempted = ckpt.reached_preemption(step) or preemption.requested or step == stop_at
+      preempted = ckpt.reached_preemption(step) or signals.requested or step == stop_at
       save = ckpt.due(step, final) or preempted
       if save or step % config.log_every_steps == 0 or final:
         window = jax.device_get(window)  # waits for the step; only at log and save steps
@@ -131,6 +155,8 @@ def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iter
       if save:
         ckpt.save(step, state)
       if preempted and not final:
+        if signals.interrupted:
+          raise Interrupted(f"interrupted: saved step {step}; rerun the same command to resume.")
         log.warning("preempted: saved step %d; rerun the same command to resume.", step)
         break
   if step == config.total_steps and selected is None:  # resumed a finished run

@@ -52,10 +52,26 @@ def _has_checkpoint(workdir: epath.Path) -> bool:
   return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
+def _check_writable(workdir: epath.Path) -> None:
+  """A local workdir must be, or be creatable as, a directory we can write to."""
+  if "://" in str(workdir):
+    return  # object stores: Orbax and epath report their own errors
+  there = pathlib.Path(os.fspath(workdir)).absolute()
+  while not there.exists():
+    there = there.parent
+  if not there.is_dir():
+    raise NotADirectoryError(f"--workdir={workdir}: {there} is a file, not a directory; give a "
+                             f"directory path for --workdir (it is created if missing).")
+  if not os.access(there, os.W_OK | os.X_OK):
+    raise PermissionError(f"--workdir={workdir} cannot be written: {there} is not writable by "
+                          f"this user; give a directory you can create and write to.")
+
+
 def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
   """Raises (on every process, before anything is written) when ``workdir`` records another
   config; returns the differences the config allows (``resume_changes``)."""
   workdir = epath.Path(workdir)
+  _check_writable(workdir)
   path = workdir / CONFIG
   if not path.exists():
     return {}

@@ -1,12 +1,14 @@
-"""Faults a long run meets: kill -9, unreadable checkpoints, a NaN loss."""
+"""Faults a long run meets: kill -9, unreadable checkpoints, a NaN loss, Ctrl-C twice."""
 
 import dataclasses
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import chex
@@ -19,6 +21,7 @@ from helpers import ROOT, load_config, read_metrics
 from bf_jax import data
 from bf_jax.data.sources import ArraySource
 from bf_jax.tasks import classify
+from bf_jax.trainer import loop
 
 
 def _steps(workdir) -> list[int]:
@@ -157,3 +160,17 @@ def test_skip_nonfinite_skips_the_step_and_finishes(tmp_path, poisoned_digits):
   assert sum(m["train/skipped"] for m in logged) >= 1  # the poisoned example's batches
   assert all(np.isfinite(m["train/loss"]) for m in logged if not m["train/skipped"])
   assert _finite(_state(tmp_path)) and result["acc"] > 0.3
+
+
+def test_a_second_ctrl_c_aborts_at_once():
+  """The first Ctrl-C asks the loop to save at the next step; the second one raises there."""
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signal handlers are installed from the main thread only")
+  with loop._Signals() as signals:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.1)  # Python runs the handler at the next bytecode boundary
+    assert signals.requested and signals.interrupted
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.1)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
