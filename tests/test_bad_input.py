@@ -14,7 +14,6 @@ from bf_jax.data import pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.data.split_files import read_split_file
 from bf_jax.tasks import classify
-from bf_jax.trainer import run_record
 
 
 def _smoke():
@@ -162,9 +161,11 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
   """Exit 2, the value and the fix on stderr, no traceback, nothing written (issue 17, item 5)."""
   a_file = tmp_path / "a_file"
   a_file.write_text("the user's")
-  trained = tmp_path / "trained"  # a workdir that recorded lr 0.05 (item 2)
+  trained = tmp_path / "trained"  # a workdir with a checkpoint, trained at another lr (item 2)
   config = _smoke()
-  run_record.record(config, trained, 0, {})
+  config.total_steps, config.eval_every_steps, config.optim.warmup_steps = 2, 0, 0
+  classify.run(config, trained)
+  short = ["--config.total_steps=2", "--config.eval_every_steps=0", "--config.optim.warmup_steps=0"]
   bad_config = tmp_path / "bad_config.py"
   bad_config.write_text("def get_config(:\n")
   cases = [
@@ -180,7 +181,7 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
       ([], {"workdir": a_file}, f"{a_file} is a file, not a directory; give a directory path"),
       ([], {"workdir": a_file / "sub"}, f"{a_file} is a file, not a directory"),
       ([], {"workdir": "/proc/bf_jax_run"}, "--workdir=/proc/bf_jax_run cannot be written"),
-      (["--config.optim.lr=0.5"], {"workdir": trained},
+      ([*short, "--config.optim.lr=0.5"], {"workdir": trained},
        f"optim.lr: {config.optim.lr!r} (recorded) -> 0.5 (now)"),
       ([f"--coordinator_address=127.0.0.1:{busy_port}", "--num_processes=2", "--process_id=0"],
        {}, f"port {busy_port} cannot be opened on this machine (Address already in use)"),

@@ -2,8 +2,10 @@
 
 ``config.json`` is the config the run trains with; ``config_history.jsonl`` gets one line per
 start (step, time, host, processes, git commit, the whole config). A restart whose config differs
-from ``config.json`` stops before anything is written, listing every differing field, unless the
-user names the fields in ``--config.resume_changes`` (e.g. ``total_steps`` to train longer).
+from ``config.json`` in a workdir holding checkpoints stops before anything is written, listing
+every differing field, unless the user names the fields in ``--config.resume_changes`` (e.g.
+``total_steps`` to train longer). Before the first checkpoint nothing was trained that a change
+could contradict: the new config replaces the record (the history keeps the old one).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
                      f"{workdir / HISTORY}. Restore the file or pick another --workdir.") from None
   new = json.loads(config.to_json_best_effort())
   diffs = differences(old, new)
+  if not _has_checkpoint(workdir):
+    return diffs  # a start that saved nothing (e.g. a loss that blew up): nothing to contradict
   allowed = allowed_changes(config)
   refused = {k: v for k, v in diffs.items() if k not in allowed}
   if refused:

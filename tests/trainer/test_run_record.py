@@ -75,3 +75,14 @@ def test_a_file_the_user_put_in_a_fresh_workdir_is_never_overwritten(tmp_path):
 def test_differences_are_flat_and_name_absent_fields():
   assert run_record.differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4}) == {
       "a.c": (2, 3), "d": ("<absent>", 4)}
+
+
+def test_a_start_that_saved_no_checkpoint_does_not_pin_the_config(tmp_path):
+  """lr too high, the loss blew up at step 1: the rerun with a lower lr is not refused."""
+  run_record.record(_config(optim__lr=1e6), tmp_path, 0, {})  # as the failed start left it
+  diffs = run_record.check(_config(), tmp_path)
+  assert diffs == {"optim.lr": (1e6, _config().optim.lr)}
+  result = classify.run(_config(), tmp_path)
+  assert result["step"] == 4
+  assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == _config().optim.lr
+  assert [h["config"]["optim"]["lr"] for h in _history(tmp_path)] == [1e6, _config().optim.lr]
