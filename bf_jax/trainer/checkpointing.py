@@ -58,6 +58,7 @@ class Checkpointer:
     self._keep = keep
     self._extras = extras
     self.restored_extras: tuple[dict, dict] | None = None
+    self.on_next_save: list[Callable[[], None]] = []  # run once, after the next save starts
     self.manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -171,8 +172,12 @@ class Checkpointer:
       meta["extras"], arrays = self._extras()
       if arrays:
         items["extra"], meta["extra_arrays"] = ocp.args.StandardSave(arrays), True
-    return self.manager.save(step, args=ocp.args.Composite(
+    saved = self.manager.save(step, args=ocp.args.Composite(
         meta=ocp.args.JsonSave(meta), **items), force=True)
+    for callback in self.on_next_save:
+      callback()
+    self.on_next_save = []
+    return saved
 
   def reached_preemption(self, step: int) -> bool:
     """True on the step all processes agreed to save at after a SIGTERM (multi-process)."""

@@ -16,10 +16,13 @@ import pathlib
 import socket
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 from etils import epath
+
+if TYPE_CHECKING:
+  from bf_jax.trainer.checkpointing import Checkpointer
 
 CONFIG, HISTORY = "config.json", "config_history.jsonl"
 _MISSING = "<absent>"
@@ -112,8 +115,10 @@ def _git_commit() -> str | None:
 
 
 def record(config, workdir: str | pathlib.Path, start_step: int,
-           diffs: dict[str, tuple[Any, Any]]) -> None:
-  """Appends this start to the history; writes config.json only when it is new or changed."""
+           diffs: dict[str, tuple[Any, Any]], ckpt: Checkpointer | None = None) -> None:
+  """Appends this start to the history; writes config.json only when it is new or changed, and
+  then with ``ckpt`` only once its first checkpoint is saved, so the record never names a config
+  that no checkpoint was trained with (a start that fails first leaves the old one)."""
   if jax.process_index() != 0:
     return
   workdir = epath.Path(workdir)
@@ -131,6 +136,14 @@ def record(config, workdir: str | pathlib.Path, start_step: int,
     with open(os.fspath(history), "a") as f:
       f.write(line)
   if not (workdir / CONFIG).exists() or diffs:
-    tmp = workdir / f"{CONFIG}.tmp"
-    tmp.write_text(config_json)
-    tmp.replace(workdir / CONFIG)
+    write = lambda: _write_atomically(workdir / CONFIG, config_json)
+    if ckpt is None:
+      write()
+    else:
+      ckpt.on_next_save.append(write)
+
+
+def _write_atomically(path: epath.Path, text: str) -> None:
+  tmp = path.parent / f"{path.name}.tmp"
+  tmp.write_text(text)
+  tmp.replace(path)

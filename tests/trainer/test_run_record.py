@@ -86,3 +86,18 @@ def test_a_start_that_saved_no_checkpoint_does_not_pin_the_config(tmp_path):
   assert result["step"] == 4
   assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == _config().optim.lr
   assert [h["config"]["optim"]["lr"] for h in _history(tmp_path)] == [1e6, _config().optim.lr]
+
+
+def test_config_json_changes_only_with_a_checkpoint_trained_under_it(tmp_path):
+  """A resume that changed lr on purpose and blew up before its first save leaves config.json
+  as the checkpoints were trained: the original command then resumes, unrefused."""
+  classify.run(_config(), tmp_path)
+  record = (tmp_path / "config.json").read_text()
+  with pytest.raises(FloatingPointError, match=r"loss became"):
+    classify.run(_config(optim__lr=1e30, total_steps=8, resume_changes="optim.lr,total_steps"),
+                 tmp_path)
+  assert (tmp_path / "config.json").read_text() == record
+  assert _history(tmp_path)[-1]["changed"]["optim.lr"] == [_config().optim.lr, 1e30]
+  result = classify.run(_config(total_steps=8, resume_changes="total_steps"), tmp_path)
+  assert result["step"] == 8
+  assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 8

@@ -130,7 +130,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
     log.warning("init.freeze_backbone without init.from_workdir: the frozen backbone is its random "
                 "initialization (a random-feature baseline); set --config.init.from_workdir to the "
                 "run that trained it.")
-  run_record.record(config, workdir, start_step, diffs)
+  run_record.record(config, workdir, start_step, diffs, ckpt)
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop

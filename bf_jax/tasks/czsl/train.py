@@ -138,7 +138,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   if start_step:
     history[:] = ckpt.restored_extras[0]["history"]
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs)
+  run_record.record(config, workdir, start_step, diffs, ckpt)
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop

@@ -142,7 +142,7 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
     if use_swad:
       run["swad"] = SwadAverager.from_checkpoint_parts(info["swad"], arrays)
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs)
+  run_record.record(config, workdir, start_step, diffs, ckpt)
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop

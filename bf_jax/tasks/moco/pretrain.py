@@ -105,7 +105,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   start_step, state = ckpt.restore_latest(state)
   if start_step:
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs)
+  run_record.record(config, workdir, start_step, diffs, ckpt)
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
