@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.errors import TraceContextError
 from flax.nnx.nn.dtypes import promote_dtype
 
 __all__ = ["BatchFormer", "EncoderLayer", "two_stream", "MODES"]
@@ -157,6 +158,8 @@ class BatchFormer(nnx.Module):
     group_size: attend only within groups of this many consecutive samples of the global
       batch (reproduces a per-GPU batch of that size on any number of devices).
     dtype: compute dtype (e.g. jnp.bfloat16 on accelerators); params stay float32.
+    deterministic: the mode when a call does not pass one; like ``nnx.Dropout``'s, it is set
+      by ``model.train()``/``model.eval()`` and ``nnx.view(model, deterministic=...)``.
     rngs: parameter init and, by default, the dropout stream. Parameters depend only on the
       dims and this seed, never on axis_name or group_size.
 
@@ -189,17 +192,28 @@ class BatchFormer(nnx.Module):
     has_stream = "dropout" in rngs or "default" in rngs
     self.rngs = rngs["dropout"].fork() if has_stream else nnx.data(None)
 
+  def set_view(self, deterministic: bool | None = None) -> None:
+    """Used by ``nnx.view``.
+
+    Args:
+      deterministic: if True, no dropout.
+    """
+    if deterministic is not None:
+      self.deterministic = deterministic
+
   def __call__(self, x: jax.Array, *, deterministic: bool | None = None,
                rngs: RngsLike = None) -> jax.Array:
     """Returns BatchFormer features with the shape of ``x`` ([B, C] or [B, L, C]).
 
-    ``rngs`` (an Rngs, RngStream or key) overrides the dropout stream for this call.
+    ``deterministic`` overrides the layer's own mode and ``rngs`` (an Rngs, RngStream or key)
+    the dropout stream, for this call.
     """
     if deterministic is None:
       deterministic = self.deterministic
     if deterministic is None:
-      raise ValueError("BatchFormer needs deterministic=True/False, at the call or in the "
-                       "constructor (or via nnx.view).")
+      raise ValueError("BatchFormer needs deterministic=True/False: at the call, in the "
+                       "constructor, by model.train()/model.eval(), or through "
+                       "nnx.view(model, deterministic=...).")
     if x.ndim not in (2, 3):
       raise ValueError(f"BatchFormer expects [B, C] or [B, L, C] features; got rank {x.ndim} "
                        f"with shape {x.shape}. Flatten or pool the features first.")
@@ -216,7 +230,15 @@ class BatchFormer(nnx.Module):
       if self.rngs is None:
         raise ValueError("BatchFormer in training mode needs dropout randomness: build it with "
                          "rngs=nnx.Rngs(seed) (or a 'dropout' stream), or pass rngs= at the call.")
-      key = self.rngs()
+      try:
+        key = self.rngs()
+      except TraceContextError as e:
+        raise TraceContextError(
+            "BatchFormer cannot draw dropout from its own Rngs inside a jax transform (jax.jit, "
+            "jax.grad, ...) that closes over the layer: NNX refuses to advance a stream created "
+            "outside it. Pass the module itself to nnx.jit/nnx.grad, or nnx.split it and pass "
+            "its state and a key to the transformed function, which merges it and calls "
+            "bf(x, deterministic=False, rngs=key).") from e
     elif isinstance(rngs, nnx.Rngs):
       key = rngs["dropout"]()
     elif isinstance(rngs, nnx.RngStream):
@@ -275,7 +297,8 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def two_stream(feats: jax.Array, labels: Any, bf: Any, mode: str = "shared", *,
-               deterministic: bool = False, rngs: RngsLike = None) -> tuple[jax.Array, Any]:
+               deterministic: bool | None = None,
+               rngs: RngsLike = None) -> tuple[jax.Array, Any]:
   """Builds the training batch for the shared classifier.
 
   ``"shared"``: ``concat([f, BF(f)])`` and the labels (any pytree of [B, ...] arrays, or None)
@@ -283,11 +306,14 @@ def two_stream(feats: jax.Array, labels: Any, bf: Any, mode: str = "shared", *,
   (RIDE's ImageNet-LT/iNat recipe). ``bf`` is a :class:`BatchFormer` or
   ``bf_jax.layer.linen.BatchFormer`` (inside a Linen module).
 
+  ``deterministic=None``: the layer's own mode (``model.eval()``, ``nnx.view``), else dropout on.
+
   Training only. The eval path must not call this nor the layer: at test time the head runs
   on the original features ``f``, which is what makes BatchFormer free at inference.
   """
   if mode not in MODES:
     raise ValueError(f"two_stream mode={mode!r} is not one of {MODES}.")
+  deterministic = layer_mode(bf, deterministic)
   # Only pass rngs when given, so the Linen wrapper (which takes keys from apply) fits too.
   kw = {} if rngs is None else {"rngs": rngs}
   bf_feats = bf(feats, deterministic=deterministic, **kw)
@@ -295,3 +321,11 @@ def two_stream(feats: jax.Array, labels: Any, bf: Any, mode: str = "shared", *,
     return bf_feats, labels
   both = lambda a: jnp.concatenate([a, a], axis=0)
   return jnp.concatenate([feats, bf_feats], axis=0), jax.tree.map(both, labels)
+
+
+def layer_mode(bf: Any, deterministic: bool | None) -> bool:
+  """The call's ``deterministic``, else the layer's attribute, else False (training helpers)."""
+  if deterministic is not None:
+    return deterministic
+  # The Linen wrapper has no such attribute: it takes the mode from each call.
+  return bool(getattr(bf, "deterministic", None))

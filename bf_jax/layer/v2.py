@@ -26,15 +26,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bf_jax.layer.batchformer import BatchFormer, RngsLike
+from bf_jax.layer.batchformer import BatchFormer, RngsLike, layer_mode
 
 Block = Callable[[jax.Array], jax.Array]
 
 
-def insert(x_BxLxC: jax.Array, bf: Any, *, first: bool, deterministic: bool = False,
+def insert(x_BxLxC: jax.Array, bf: Any, *, first: bool, deterministic: bool | None = None,
            rngs: RngsLike = None) -> jax.Array:
   """One insertion point in training: ``[x; BF(x)]`` if ``first``, else ``[x1; BF(x2)]`` on the
-  two halves of ``x`` (which must then have an even number of rows)."""
+  two halves of ``x`` (which must then have an even number of rows). ``deterministic=None``:
+  the layer's own mode (``model.eval()``, ``nnx.view``), else dropout on."""
+  deterministic = layer_mode(bf, deterministic)
   kw = {} if rngs is None else {"rngs": rngs}
   if first:
     return jnp.concatenate([x_BxLxC, bf(x_BxLxC, deterministic=deterministic, **kw)], axis=0)

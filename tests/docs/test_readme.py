@@ -14,7 +14,7 @@ def python_blocks(text: str) -> list[str]:
 def test_readme_examples_run():
   section = README.split("## Using the layer in your own JAX project")[1].split("\n## ")[0]
   blocks = python_blocks(section)
-  assert len(blocks) == 3, "expected the NNX, multi-device and Linen examples"
+  assert len(blocks) == 4, "expected the NNX, multi-device, jax.jit and Linen examples"
   namespace: dict = {}
   for block in blocks:  # later blocks build on earlier ones, as a reader would run them
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the page's own code)
@@ -49,6 +49,6 @@ def test_every_python_block_of_the_pages_is_run():
   """A new ```python block in a page must be run by a test here (or this count updated)."""
   counts = {page.name: len(python_blocks(page.read_text()))
             for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
-  run_here = {"README.md": 3, "v2.md": 1}
+  run_here = {"README.md": 4, "v2.md": 1}
   assert {k: v for k, v in counts.items() if v} == run_here, (
       f"python blocks per page {counts}; run the new ones in tests/docs/test_readme.py")
