@@ -19,7 +19,7 @@ def test_readme_examples_run():
   for block in blocks:  # later blocks build on earlier ones, as a reader would run them
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the page's own code)
   assert namespace["out"].shape == (64, 64)
-  kernel = namespace["grads"]["BatchFormer_0"]["nnx"]["layers"][0]["linear1"]["kernel"]
+  kernel = namespace["grads"]["BatchFormer_0"]["nnx"]["layers"]["0"]["linear1"]["kernel"]
   assert kernel.shape == (64, 64)
 
 

@@ -1,12 +1,14 @@
-"""The layer inside other people's code: NNX modes (train/eval/view) and jax.jit."""
+"""The layer inside other people's code: NNX modes (train/eval/view), jax.jit, Linen param trees
+and checkpoints."""
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
+from flax import nnx, traverse_util
 from flax.errors import TraceContextError
 
 from bf_jax import BatchFormer, two_stream
+from bf_jax import linen as bf_linen
 
 C = 8
 
@@ -103,3 +105,60 @@ def test_the_documented_jit_patterns_draw_masks_from_the_key():
   bf.layers[0].linear1.kernel[...] *= 3.0  # traced weights, not the first trace's constants
   np.testing.assert_allclose(step(nnx.state(bf), x, jax.random.key(1)),
                              bf(x, deterministic=False, rngs=jax.random.key(1)), atol=1e-6)
+
+
+# Linen: string keys in the params tree, old integer-keyed trees still read.
+
+def _linen(x, **kw):
+  model = bf_linen.BatchFormer(dim=C, num_heads=2, **kw)
+  variables = model.init({"params": jax.random.key(1), "dropout": jax.random.key(2)}, x,
+                         deterministic=False)
+  run = lambda v: model.apply(v, x, deterministic=False, rngs={"dropout": jax.random.key(3)})
+  return variables, run
+
+
+def _int_keys(variables):
+  """The layout of the wrapper before string keys: ``layers/{0: ...}``."""
+  nnx_params = variables["params"]["nnx"]
+  layers = {int(k): v for k, v in nnx_params["layers"].items()}
+  return {"params": {"nnx": {**nnx_params, "layers": layers}}}
+
+
+def test_linen_params_flatten_with_a_separator():
+  variables, _ = _linen(_x(), num_layers=2)
+  flat = traverse_util.flatten_dict(variables["params"], sep="/")
+  assert "nnx/layers/1/linear1/kernel" in flat
+  assert all(isinstance(k, str) for k in flat)
+
+
+def _orbax_roundtrip(tree, path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(path, tree)
+  ckptr.wait_until_finished()
+  return ckptr.restore(path)  # no target: what a reader without the model gets
+
+
+def test_linen_untargeted_orbax_restore_applies(tmp_path):
+  x = _x()
+  variables, run = _linen(x)
+  restored = _orbax_roundtrip(variables, tmp_path / "new")
+  np.testing.assert_array_equal(run(restored), run(variables))
+
+
+def test_linen_old_integer_keyed_params_still_apply(tmp_path):
+  from bf_jax.layer.linen import string_keys
+  x = _x()
+  variables, run = _linen(x, num_layers=2)
+  old = _int_keys(variables)
+  np.testing.assert_array_equal(run(old), run(variables))
+  restored = _orbax_roundtrip(old, tmp_path / "old")  # an old checkpoint, read without target
+  np.testing.assert_array_equal(run(restored), run(variables))
+  assert jax.tree.structure(string_keys(old)) == jax.tree.structure(variables)
+  traverse_util.flatten_dict(string_keys(old), sep="/")
+
+
+def test_linen_keeps_the_nnx_state_layout():
+  """Only the Linen tree changes: NNX checkpoints keep their integer layer keys."""
+  state = nnx.to_pure_dict(nnx.state(BatchFormer(C, num_heads=2, rngs=nnx.Rngs(0)), nnx.Param))
+  assert list(state["layers"]) == [0]

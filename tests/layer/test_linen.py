@@ -46,7 +46,8 @@ def _linen_to_nnx(params) -> NNXNet:
   for name in ("backbone", "head"):
     getattr(net, name).kernel[...] = params[name]["kernel"]
     getattr(net, name).bias[...] = params[name]["bias"]
-  nnx.update(net.bf, nnx.State(params["bf"]["nnx"]))
+  bf = params["bf"]["nnx"]  # Linen keys layers by string, the NNX state by int
+  nnx.update(net.bf, {"layers": {int(i): layer for i, layer in bf["layers"].items()}})
   return net
 
 
@@ -67,7 +68,7 @@ def test_linen_wrapper_matches_nnx_through_one_training_step():
   np.testing.assert_allclose(linen_loss(params), nnx_loss(net), rtol=1e-6)
   g_linen = jax.grad(linen_loss)(params)
   g_nnx = nnx.grad(nnx_loss)(net)
-  np.testing.assert_allclose(g_linen["bf"]["nnx"]["layers"][0]["linear1"]["kernel"],
+  np.testing.assert_allclose(g_linen["bf"]["nnx"]["layers"]["0"]["linear1"]["kernel"],
                              g_nnx.bf.layers[0].linear1.kernel[...], atol=1e-6)
   np.testing.assert_allclose(g_linen["backbone"]["kernel"], g_nnx.backbone.kernel[...], atol=1e-6)
 
