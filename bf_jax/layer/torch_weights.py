@@ -6,6 +6,7 @@ module.state_dict().items()}``), so torch is never needed here.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Mapping
 
@@ -14,6 +15,8 @@ import numpy as np
 
 if TYPE_CHECKING:
   from bf_jax.layer.batchformer import BatchFormer
+
+log = logging.getLogger(__name__)  # under "bf_jax", the package's logger
 
 # torch name (per layer) -> (our module, our param, transpose?)
 _LAYER_MAP = {
@@ -34,10 +37,12 @@ _LAYER_MAP = {
 
 def _split_by_layer(sd: Mapping[str, np.ndarray], prefix: str) -> dict[int, dict[str, np.ndarray]]:
   by_layer: dict[int, dict[str, np.ndarray]] = {}
-  unexpected = []
+  unexpected, ignored = [], []
   for name, value in sd.items():
     if not name.startswith(prefix):
-      unexpected.append(name)
+      # A prefix picks the encoder out of a whole model's state dict; without one, every key
+      # must be the layer's.
+      (ignored if prefix else unexpected).append(name)
       continue
     rest = name[len(prefix):]
     m = re.fullmatch(r"layers\.(\d+)\.(.+)", rest)
@@ -50,6 +55,9 @@ def _split_by_layer(sd: Mapping[str, np.ndarray], prefix: str) -> dict[int, dict
     raise ValueError(f"Unexpected keys in the torch state dict: {sorted(unexpected)}. Expected "
                      f"the keys of nn.TransformerEncoderLayer (optionally 'layers.<i>.'-prefixed, "
                      f"after prefix={prefix!r}); a final encoder norm is not supported.")
+  if ignored:
+    log.debug("load_torch_state_dict ignored %d keys outside prefix=%r: %s", len(ignored),
+              prefix, sorted(ignored))
   return by_layer
 
 
@@ -59,7 +67,9 @@ def load_torch_state_dict(bf: "BatchFormer", sd: Mapping[str, np.ndarray], prefi
   Args:
     bf: the BatchFormer to fill; its dims and layer count must match the state dict.
     sd: ``{name: array}`` from ``module.state_dict()`` (arrays, not tensors).
-    prefix: stripped from every key first (e.g. ``"encoder."``).
+    prefix: the encoder's keys start with it (e.g. ``"encoder."``), so ``sd`` may be a whole
+      model's state dict: keys outside the prefix are skipped (listed at DEBUG level); keys
+      inside it must all be the layer's. ``""``: every key must be.
   """
   by_layer = _split_by_layer(sd, prefix)
   if sorted(by_layer) != list(range(len(bf.layers))):

@@ -1,5 +1,7 @@
 """The layer inside other people's code: NNX modes (train/eval/view), jax.jit, Linen param trees
-and checkpoints."""
+and checkpoints, and torch weights out of a whole model's state dict."""
+
+import logging
 
 import jax
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from flax import nnx, traverse_util
 from flax.errors import TraceContextError
 
-from bf_jax import BatchFormer, two_stream
+from bf_jax import BatchFormer, load_torch_state_dict, two_stream
 from bf_jax import linen as bf_linen
 
 C = 8
@@ -162,3 +164,43 @@ def test_linen_keeps_the_nnx_state_layout():
   """Only the Linen tree changes: NNX checkpoints keep their integer layer keys."""
   state = nnx.to_pure_dict(nnx.state(BatchFormer(C, num_heads=2, rngs=nnx.Rngs(0)), nnx.Param))
   assert list(state["layers"]) == [0]
+
+
+# Torch weights from a whole model's state dict.
+
+def _encoder_sd(prefix: str, num_layers: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(0)
+  shapes = {"self_attn.in_proj_weight": (3 * C, C), "self_attn.in_proj_bias": (3 * C,),
+            "self_attn.out_proj.weight": (C, C), "self_attn.out_proj.bias": (C,),
+            "linear1.weight": (C, C), "linear1.bias": (C,), "linear2.weight": (C, C),
+            "linear2.bias": (C,), "norm1.weight": (C,), "norm1.bias": (C,),
+            "norm2.weight": (C,), "norm2.bias": (C,)}
+  return {f"{prefix}layers.{i}.{name}": rng.normal(size=shape).astype(np.float32)
+          for i in range(num_layers) for name, shape in shapes.items()}
+
+
+OTHER_MODULES = {"backbone.conv.weight": np.zeros((4, 3, 3, 3), np.float32),
+                 "fc.weight": np.zeros((10, C), np.float32), "fc.bias": np.zeros(10, np.float32)}
+
+
+def test_prefix_picks_the_encoder_out_of_a_whole_model(caplog):
+  sd = {**OTHER_MODULES, **_encoder_sd("encoder.", 2)}
+  bf = BatchFormer(C, num_heads=2, num_layers=2, rngs=nnx.Rngs(0))
+  with caplog.at_level(logging.DEBUG, logger="bf_jax"):
+    load_torch_state_dict(bf, sd, prefix="encoder.")
+  np.testing.assert_array_equal(bf.layers[1].linear1.kernel[...],
+                                sd["encoder.layers.1.linear1.weight"].T)
+  np.testing.assert_array_equal(bf.layers[0].norm2.scale[...], sd["encoder.layers.0.norm2.weight"])
+  (record,) = [r for r in caplog.records if "ignored" in r.getMessage()]
+  assert record.levelno == logging.DEBUG and record.name.startswith("bf_jax")
+  for name in OTHER_MODULES:
+    assert name in record.getMessage()
+
+
+def test_keys_inside_the_prefix_must_all_be_the_layers():
+  bf = BatchFormer(C, num_heads=2, rngs=nnx.Rngs(0))
+  sd = {**OTHER_MODULES, **_encoder_sd("encoder.", 1)}
+  with pytest.raises(ValueError, match=r"Unexpected keys.*\['encoder\.norm\.weight'\]"):
+    load_torch_state_dict(bf, {**sd, "encoder.norm.weight": np.ones(C)}, prefix="encoder.")
+  with pytest.raises(ValueError, match=r"Unexpected keys.*'backbone\.conv\.weight'"):
+    load_torch_state_dict(bf, {**OTHER_MODULES, **_encoder_sd("", 1)})  # no prefix: all count
