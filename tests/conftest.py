@@ -1,11 +1,37 @@
-"""Runs every test on 8 forced CPU devices; must act before JAX starts a backend."""
+"""Runs every test on 8 forced CPU devices, with one XLA compilation cache for the session; must
+act before JAX starts a backend."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Most of the suite's time is XLA compiling, often the same program in several tests, in both
+# xdist workers and in the subprocesses CLI tests start. JAX's persistent cache compiles each
+# once: the controller makes the directory before it starts the workers, which (and every
+# subprocess) inherit it through the environment. A fresh one per session, removed at exit, so
+# no test ever runs on a compile from another checkout. BF_JAX_TEST_CACHE=DIR keeps one in DIR,
+# BF_JAX_TEST_CACHE=off runs without.
+_cache = os.environ.get("BF_JAX_TEST_CACHE", "")
+if _cache == "off":
+  os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+elif "PYTEST_XDIST_WORKER" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache or tempfile.mkdtemp(prefix="bf_jax_xla_")
+  if not _cache:
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# The tests' programs run a few tiny steps, where XLA's optimization passes cost more compile
+# time than they save (the suite, 240 s -> 162 s on tests/{layer,trainer,tasks/czsl}); results
+# agree up to float rounding and every comparison in a test runs under one setting. Tests about
+# the optimized program itself are marked xla_optimized. JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs
+# the whole suite optimized.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 
@@ -15,11 +41,17 @@ assert jax.device_count() == 8, f"expected 8 forced CPU devices, got {jax.device
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def fast_compile():
-  """For tests of a few tiny steps, where XLA's optimization passes cost more compile time than
-  they save (the 1-vs-8-device training test: 48 s -> 28 s). Values are the same up to float
-  rounding; comparisons in a test run under one setting."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
+def pytest_configure(config):
+  config.addinivalue_line("markers", "xla_optimized: runs with XLA's optimization passes on "
+                                     "(the suite's default is off, see conftest.py)")
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimized(request):
+  if request.node.get_closest_marker("xla_optimized") is None:
+    yield
+    return
+  before = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)

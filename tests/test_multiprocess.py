@@ -107,16 +107,11 @@ def test_moco_on_two_processes_equals_one_process(tmp_path):
   """Keys gathered over both processes' devices, kNN features gathered to every process."""
   config = load_config("moco_digits", "smoke")
   config.total_steps, config.log_every_steps = 3, 1
-  # Compile time dominates 3 tiny steps; all three processes skip XLA's optimizations alike.
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    two = _launch_two(tmp_path / "two", "--config.total_steps=3", "--config.log_every_steps=1",
-                      config="configs/moco_digits.py:smoke",
-                      env={"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
-    one = tasks.run(config, tmp_path / "one")  # meanwhile, in this process on 8 devices
-    outs = _finish(two)
-  finally:
-    jax.config.update("jax_disable_most_optimizations", False)
+  # All three processes skip XLA's optimizations alike (conftest.py; subprocesses inherit it).
+  two = _launch_two(tmp_path / "two", "--config.total_steps=3", "--config.log_every_steps=1",
+                    config="configs/moco_digits.py:smoke")
+  one = tasks.run(config, tmp_path / "one")  # meanwhile, in this process on 8 devices
+  outs = _finish(two)
   np.testing.assert_allclose(train_losses(tmp_path / "two"), train_losses(tmp_path / "one"),
                              rtol=1e-5, atol=1e-6)
   for out in outs:  # both processes computed the same monitor over the same 16 queries

@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from bf_jax.bench import __main__ as bench
 from bf_jax.bench.jax_steps import Case, build, compiled_text, eval_programs_equal
 
 
+@pytest.mark.xla_optimized  # the claim is about the program XLA optimizes
 def test_eval_program_is_the_same_with_and_without_batchformer():
   assert eval_programs_equal("mlp", 64)
   # The comparison can tell programs apart: the train steps do differ.

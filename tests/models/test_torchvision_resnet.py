@@ -60,7 +60,7 @@ def test_mismatched_files_are_refused_by_name():
     load_torchvision_resnet("resnet32", params, stats, weights)
 
 
-def test_config_pretrained_initializes_the_backbone(tmp_path, fast_compile):
+def test_config_pretrained_initializes_the_backbone(tmp_path):
   weights, _, _ = _golden("resnet18")
   np.savez(tmp_path / "r18.npz", **weights)
   config = load_config("cifar100_lt_balanced_softmax", "smoke")

@@ -106,7 +106,7 @@ def test_cross_entropy_takes_soft_targets():
                              optax.softmax_cross_entropy(logits, soft), rtol=1e-6)
 
 
-def test_v2_step_is_the_same_on_one_and_eight_devices(fast_compile):
+def test_v2_step_is_the_same_on_one_and_eight_devices():
   """Global scope: each device's BatchFormer streams attend across the global batch, dropout
   and drop path keyed by global row, so 8 devices take the step 1 device takes."""
   import optax as _optax

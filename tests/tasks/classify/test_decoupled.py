@@ -17,7 +17,7 @@ def _state(workdir):
                       args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
 
-def test_second_stage_keeps_the_first_stage_backbone_fixed(tmp_path, fast_compile):
+def test_second_stage_keeps_the_first_stage_backbone_fixed(tmp_path):
   stage1 = load_config("digits_lt", "smoke,bf=off")
   stage1.model.update(name="cnn", width=8)
   stage1.total_steps, stage1.eval_every_steps = 3, 0

@@ -9,7 +9,7 @@ from helpers import load_config, read_metrics
 from bf_jax.tasks import classify
 
 
-def test_ema_follows_the_params_and_is_evaluated(tmp_path, monkeypatch, fast_compile):
+def test_ema_follows_the_params_and_is_evaluated(tmp_path, monkeypatch):
   config = load_config("digits_lt", "smoke")
   config.optim.ema_decay = 0.6
   config.total_steps, config.ckpt.every_steps = 4, 1

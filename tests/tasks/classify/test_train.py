@@ -27,7 +27,7 @@ def test_digits_smoke_trains_logs_and_plots(tmp_path):
 
 
 @pytest.mark.parametrize("dataset", ["cifar100", "cifar10"])
-def test_mock_cifar_tiny_cnn(tmp_path, dataset, fast_compile):
+def test_mock_cifar_tiny_cnn(tmp_path, dataset):
   config = load_config("cifar_lt", f"dataset={dataset},imbalance=1,smoke")
   config.data.n_max, config.data.imbalance = 0, 1.0  # the mocked split as it is
   config.total_steps, config.log_every_steps = 12, 3
@@ -48,7 +48,7 @@ def _invariance_config(scope: str):
 
 
 @pytest.mark.parametrize("scope", ["global", "4"])
-def test_same_losses_on_one_and_eight_devices(tmp_path, scope, fast_compile):
+def test_same_losses_on_one_and_eight_devices(tmp_path, scope):
   """Global/group scope, synced BatchNorm and dropout ON: the device count changes nothing."""
   config = _invariance_config(scope)
   assert config.bf.dropout > 0
@@ -64,7 +64,7 @@ def _final_state(workdir, step):
   return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
 
-def test_interrupted_and_resumed_run_ends_where_a_straight_run_ends(tmp_path, fast_compile):
+def test_interrupted_and_resumed_run_ends_where_a_straight_run_ends(tmp_path):
   config = load_config("digits_lt", "smoke")
   config.model.name, config.model.width = "cnn", 8
   config.data.augment = "crop_flip"  # the data position and augmentation RNG must resume too

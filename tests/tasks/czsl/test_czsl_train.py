@@ -66,8 +66,7 @@ def test_backbone_lr_mult_scales_only_the_backbone_update():
 
 
 @pytest.mark.parametrize("model", ["cge", "compcos"])
-def test_czsl_trains_and_reports_the_best_val_auc_evaluation(data_dir, tmp_path, model,
-                                                             fast_compile):
+def test_czsl_trains_and_reports_the_best_val_auc_evaluation(data_dir, tmp_path, model):
   config = toy_config(data_dir, model)
   result = tasks.run(config, tmp_path)
   assert result["step"] == 40 and not result["preempted"]
@@ -84,7 +83,7 @@ def test_czsl_trains_and_reports_the_best_val_auc_evaluation(data_dir, tmp_path,
   assert pathlib.Path(tmp_path, "seen_unseen.png").stat().st_size > 0
 
 
-def test_czsl_resumes_to_the_uninterrupted_result(data_dir, tmp_path, fast_compile):
+def test_czsl_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
   config = toy_config(data_dir, "compcos")
   config.total_steps, config.eval_every_steps = 20, 5
   whole = tasks.run(config, tmp_path / "whole")

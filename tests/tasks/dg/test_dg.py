@@ -206,7 +206,7 @@ def test_tabulate_means_over_seeds_and_domains():
 
 
 def test_sweep_trains_every_domain_writes_the_table_and_skips_done_runs(
-    data_dir, tmp_path, monkeypatch, fast_compile):
+    data_dir, tmp_path, monkeypatch):
   adds = []
   real_add = SwadAverager.add_step
   monkeypatch.setattr(SwadAverager, "add_step",
@@ -231,7 +231,7 @@ def test_sweep_trains_every_domain_writes_the_table_and_skips_done_runs(
   assert tasks.run(config, tmp_path)["selections"] == out["selections"]
 
 
-def test_preempted_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path, fast_compile):
+def test_preempted_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
   """SWAD's sums and the evaluation history travel in the Orbax checkpoint."""
   config = toy_config(data_dir, test_domains=("blue",))
   config.total_steps, config.eval_every_steps = 12, 3

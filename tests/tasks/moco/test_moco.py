@@ -109,7 +109,7 @@ def _step_parts(config, devices, image_shape=(8, 8, 3)):
   return state, step, batch
 
 
-def test_step_trains_the_batchformer_and_moves_its_momentum_copy_by_ema(fast_compile):
+def test_step_trains_the_batchformer_and_moves_its_momentum_copy_by_ema():
   config = _tiny_config()
   config.total_steps = 10
   state, step, batch = _step_parts(config, jax.devices()[:1])
@@ -129,7 +129,7 @@ def test_step_trains_the_batchformer_and_moves_its_momentum_copy_by_ema(fast_com
   chex.assert_trees_all_close(jax.device_get(state["momentum"]["params"]["bf"]), want, rtol=1e-6)
 
 
-def test_momentum_model_without_batchformer(fast_compile):
+def test_momentum_model_without_batchformer():
   config = _tiny_config(momentum_bf="none", pairing="orig_keys")
   state, step, batch = _step_parts(config, jax.devices()[:1])
   assert "bf" not in state["momentum"]["params"] and "predictor" not in state["momentum"]["params"]
@@ -137,7 +137,7 @@ def test_momentum_model_without_batchformer(fast_compile):
   assert np.isfinite(float(metrics["loss"]))
 
 
-def test_step_is_the_same_on_one_and_eight_devices(fast_compile):
+def test_step_is_the_same_on_one_and_eight_devices():
   """Keys from the whole global batch, synced BN, global BatchFormer: device count is invisible."""
   config = _tiny_config()
   out = []
@@ -163,7 +163,7 @@ def _latest_state(workdir):
   return state
 
 
-def test_pretrain_resumes_and_the_probe_starts_from_its_backbone(tmp_path, fast_compile):
+def test_pretrain_resumes_and_the_probe_starts_from_its_backbone(tmp_path):
   config = _tiny_config()
   config.total_steps, config.ckpt.every_steps, config.eval_every_steps = 3, 1, 2
   straight = _run(config, tmp_path / "straight")
