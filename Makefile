@@ -7,7 +7,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/b
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo clean
+.PHONY: venv test test-fast demo clean
 
 venv: $(STAMP)
 
@@ -25,9 +25,14 @@ demo: venv
 
 # 8 forced CPU devices are set by tests/conftest.py before JAX starts. Two pytest workers: most
 # of the suite's time is XLA compiling, one core each (measured on 2 cores: 16:34 -> 12:39).
+# What CI runs; docs/testing.md says where the time goes.
 TEST_WORKERS ?= 2
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+
+# The inner loop: all but the tests marked slow (subprocesses, several processes, config smokes).
+test-fast: venv
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

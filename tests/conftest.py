@@ -44,6 +44,8 @@ import pytest  # noqa: E402
 def pytest_configure(config):
   config.addinivalue_line("markers", "xla_optimized: runs with XLA's optimization passes on "
                                      "(the suite's default is off, see conftest.py)")
+  config.addinivalue_line("markers", "slow: subprocesses, several processes or whole-config "
+                                     "smokes; make test-fast leaves them out")
 
 
 @pytest.fixture(autouse=True)

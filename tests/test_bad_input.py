@@ -157,6 +157,7 @@ def busy_port():
     yield s.getsockname()[1]
 
 
+@pytest.mark.slow  # processes of the command line
 def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
   """Exit 2, the value and the fix on stderr, no traceback, nothing written (issue 17, item 5)."""
   a_file = tmp_path / "a_file"
@@ -198,6 +199,7 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
   assert a_file.read_text() == "the user's"
 
 
+@pytest.mark.slow  # processes of the command line
 def test_debug_shows_the_traceback(tmp_path):
   for args, env in ([["--debug"], {}], [[], {"BF_JAX_DEBUG": "1"}]):
     proc = _cli(tmp_path, "--config.batchsize=32", *args, env=env)
@@ -205,6 +207,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in err and "batchsize" in err, err[-2000:]
 
 
+@pytest.mark.slow  # processes of the command line
 def test_boolean_overrides_take_the_config_arg_spellings(tmp_path):
   """--config.bf.enabled=off as :bf=off takes it; strings that read 'off' stay strings."""
   from bf_jax.main import spell_booleans

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 from helpers import ROOT, read_metrics
+
+# Real training processes: make test-fast leaves these out, make test runs them.
+pytestmark = pytest.mark.slow
 
 
 def _launch(workdir, *overrides):

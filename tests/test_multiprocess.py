@@ -14,10 +14,14 @@ import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from helpers import ROOT, load_config, read_metrics, train_losses
 
 from bf_jax import tasks
 from bf_jax.tasks import classify
+
+# Several processes each: make test-fast leaves these out, make test runs them.
+pytestmark = pytest.mark.slow
 
 STEPS = ["--config.total_steps=6", "--config.log_every_steps=1", "--config.eval_every_steps=0",
          "--config.ckpt.every_steps=1"]

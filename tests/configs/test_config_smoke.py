@@ -17,6 +17,9 @@ from bf_jax.tasks.czsl.train import build_czsl_model
 from bf_jax.tasks.dg import data as dg_data
 from bf_jax.tasks.dg import domains, sweep
 
+# A third of the suite's time: make test-fast leaves these out, make test runs them.
+pytestmark = pytest.mark.slow
+
 SMOKE_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
 
 
