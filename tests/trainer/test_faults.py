@@ -4,7 +4,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
