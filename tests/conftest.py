@@ -11,10 +11,10 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# Most of the suite's time is XLA compiling, often the same program in several tests, in both
-# xdist workers and in the subprocesses CLI tests start. JAX's persistent cache compiles each
-# once: the controller makes the directory before it starts the workers, which (and every
-# subprocess) inherit it through the environment. A fresh one per session, removed at exit, so
+# Most of the suite's time is XLA compiling. Some programs recur (a resumed run, a relaunched CLI
+# process, both xdist workers): JAX's persistent cache compiles those once. The controller makes
+# the directory before it starts the workers, which (and every subprocess) inherit it through the
+# environment. A fresh one per session, removed at exit, so
 # no test ever runs on a compile from another checkout. BF_JAX_TEST_CACHE=DIR keeps one in DIR,
 # BF_JAX_TEST_CACHE=off runs without.
 _cache = os.environ.get("BF_JAX_TEST_CACHE", "")
@@ -27,7 +27,7 @@ elif "PYTEST_XDIST_WORKER" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # The tests' programs run a few tiny steps, where XLA's optimization passes cost more compile
-# time than they save (the suite, 240 s -> 162 s on tests/{layer,trainer,tasks/czsl}); results
+# time than they save (238 s -> 162 s on tests/{layer,trainer,tasks/czsl}, test_models.py); results
 # agree up to float rounding and every comparison in a test runs under one setting. Tests about
 # the optimized program itself are marked xla_optimized. JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs
 # the whole suite optimized.

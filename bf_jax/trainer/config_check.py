@@ -18,7 +18,7 @@ from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.models.vit import VIT_ARCHS
 from bf_jax.trainer.losses import LOSSES
 from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
-from bf_jax.trainer.run_record import flatten
+from bf_jax.trainer.run_record import allowed_changes, flatten
 
 
 def fail(name: str, value: Any, need: str) -> None:
@@ -178,8 +178,7 @@ def _vit(cfg, accepts: Accepts) -> None:
 
 
 def _resume_changes(cfg) -> None:
-  names = [n.strip() for n in str(cfg.resume_changes).split(",") if n.strip()]
-  unknown = sorted(set(names) - set(flatten(cfg.to_dict())))
+  unknown = sorted(allowed_changes(cfg) - set(flatten(cfg.to_dict())))
   if unknown:
     fail("resume_changes", cfg.resume_changes, f"names {unknown}, which are not config fields; "
          f"give dotted names, comma-separated, e.g. total_steps,eval_every_steps")

@@ -80,7 +80,8 @@ def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
   path = workdir / CONFIG
   if not path.exists():
     return {}
-  if not _has_checkpoint(workdir) and not (workdir / HISTORY).exists():
+  trained = _has_checkpoint(workdir)
+  if not trained and not (workdir / HISTORY).exists():
     raise FileExistsError(
         f"{path} exists, but {workdir} holds no checkpoint and no {HISTORY}: bf_jax did not "
         f"write it, and will not overwrite it. Move the file away or pick another --workdir.")
@@ -91,7 +92,7 @@ def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
                      f"{workdir / HISTORY}. Restore the file or pick another --workdir.") from None
   new = json.loads(config.to_json_best_effort())
   diffs = differences(old, new)
-  if not _has_checkpoint(workdir):
+  if not trained:
     return diffs  # a start that saved nothing (e.g. a loss that blew up): nothing to contradict
   allowed = allowed_changes(config)
   refused = {k: v for k, v in diffs.items() if k not in allowed}
