@@ -54,7 +54,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resumes(tmp_path):
   assert "'preempted': False" in out
 
 
-
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
   """Issue 17, item 4: today's KeyboardInterrupt lost the work since the last checkpoint."""
   proc = _launch(tmp_path, "--config.ckpt.every_steps=0")  # only the Ctrl-C saves
