@@ -194,7 +194,10 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
   for (args, kw, message), proc in zip(cases, procs):
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 2 and message in err, (args, kw, err[-2000:])
-    assert "Traceback" not in err and err.count("error: ") == 1, err
+    # One error line; other lines may be JAX's warnings (e.g. a compilation-cache entry that
+    # a parallel process was still writing, which JAX then compiles afresh).
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in err and len(errors) == 1, err
   assert _listing(tmp_path) == before and not (tmp_path / "run").exists()
   assert a_file.read_text() == "the user's"
 
