@@ -40,6 +40,8 @@ assert jax.device_count() == 8, f"expected 8 forced CPU devices, got {jax.device
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["compile_report"]  # BF_JAX_COMPILE_REPORT=DIR: compile time per test
+
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "xla_optimized: runs with XLA's optimization passes on "

@@ -42,6 +42,24 @@ def _split_file_mock(tmp_path, config):
                                 as_data_source_fn=lambda builder, split, **kw: splits[split])
 
 
+def _tfds_mock(config):
+  """Random CIFAR-style records: enough training images for a long-tailed subset (n_max per
+  class), and a small test split, since eval runs over all of it (tfds' own mock gives every
+  split the same size and ignores slices like ``test[:64]``)."""
+  rng = np.random.default_rng(0)
+  size = 3000 if config.data.n_max else 64  # n_max 10 of 100 classes: ~30 images per class
+
+  def records(n):
+    return [{"image": rng.integers(0, 256, (32, 32, 3), np.uint8),
+             "label": np.int64(rng.integers(config.data.num_classes))} for _ in range(n)]
+
+  splits = {config.data.train_split: records(size), config.data.eval_split: records(64)}
+  if config.data.val_split:
+    splits[config.data.val_split] = records(64)
+  return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_data_source_fn=lambda builder, split, **kw: splits[split])
+
+
 def _dg_folders(tmp_path, config, per_class: int) -> None:
   """A prepared copy of the DG dataset's layout (its domains and class count), random pixels."""
   info = domains.DG_DATASETS[config.data.name]
@@ -103,9 +121,10 @@ def test_smoke_variant_trains_two_steps(tmp_path, path):
     mock = _split_file_mock(tmp_path, config)
   elif config.data.name == "digits":
     mock = contextlib.nullcontext()
+  elif config.data.name.startswith("cifar"):
+    mock = _tfds_mock(config)
   else:
-    mock = tfds.testing.mock_data(num_examples=3000 if config.data.n_max else 64,
-                                  policy=tfds.testing.MockPolicy.USE_CODE)
+    mock = tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE)
   # ImageNet-size backbones on one device: 8 emulated devices triple their CPU step time here,
   # and the multi-device path is covered by the smaller configs.
   if config.task not in ("dg", "czsl"):
