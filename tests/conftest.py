@@ -37,6 +37,18 @@ import jax  # noqa: E402
 
 assert jax.device_count() == 8, f"expected 8 forced CPU devices, got {jax.devices()}"
 
+# Orbax saves a replicated array replica-parallel on CPU: each of the 8 devices writes a slice,
+# a compiled program per array shape and device (763 in one suite run, from the compile report)
+# to split work that one process does anyway. The files written are the same; multi-process
+# tests run their own processes with Orbax's defaults.
+import orbax.checkpoint as ocp  # noqa: E402
+from orbax.checkpoint._src.metadata import array_metadata_store  # noqa: E402
+
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                              array_metadata_store=array_metadata_store.Store()),
+    override=True)
+
 
 import pytest  # noqa: E402
 

@@ -27,12 +27,18 @@ def _shard(x):
   return jax.device_put(x, NamedSharding(MESH, P("data")))
 
 
-def _grads(bf, x, dy, deterministic=True):
+def _grads(bf, x, dy, deterministic=True, key=None):
   """Loss <BF(x), dy> and its gradients wrt params and x; single device view."""
   graphdef, params, rest = nnx.split(bf, nnx.Param, ...)
+  return _jit_grads(graphdef, params, rest, x, dy, deterministic, key)
 
+
+# Jitted once per layer structure and shape: op by op, every test compiled each op afresh.
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _jit_grads(graphdef, params, rest, x, dy, deterministic, key):
   def objective(params, x):
-    y = nnx.merge(graphdef, params, rest)(x, deterministic=deterministic)
+    rngs = {} if key is None else {"rngs": key}
+    y = nnx.merge(graphdef, params, rest)(x, deterministic=deterministic, **rngs)
     return jnp.sum(y * dy), y
 
   (_, y), (dp, dx) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(params, x)
@@ -109,7 +115,7 @@ def test_group_size_equals_layer_on_each_group(b_local, k):
   # Without an axis, group_size splits the batch the call sees the same way.
   local = BatchFormer(C, group_size=k, rngs=nnx.Rngs(7))
   if x.shape[0] % k == 0:
-    np.testing.assert_allclose(local(x, deterministic=True), np.concatenate(y_want), atol=1e-5)
+    np.testing.assert_allclose(_grads(local, x, dy)[0], np.concatenate(y_want), atol=1e-5)
 
 
 def test_no_axis_inside_shard_map_is_per_device():
@@ -223,12 +229,6 @@ def test_train_mode_with_dropout_is_device_count_invariant(b_local, group_size, 
 
   got = jax.jit(jax.shard_map(local, mesh=MESH, in_specs=(P(), P("data"), P("data")),
                               out_specs=(P("data"), P(), P("data"))))(params, _shard(x), _shard(dy))
-  gd, p1, r1 = nnx.split(plain, nnx.Param, ...)
-
-  def objective(params, x):
-    y = nnx.merge(gd, params, r1)(x, deterministic=False, rngs=key)
-    return jnp.sum(y * dy), y
-
-  (_, y), (dp, dx) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(p1, x)
-  assert not np.allclose(y, plain(x, deterministic=True))  # dropout really on
+  y, dp, dx = _grads(plain, x, dy, deterministic=False, key=key)
+  assert not np.allclose(y, _grads(plain, x, dy)[0])  # dropout really on
   chex.assert_trees_all_close(jax.device_get(got), (y, dp, dx), atol=1e-5, rtol=1e-5)

@@ -39,12 +39,14 @@ def test_resnet_forward_train_and_eval_and_bf16():
   model = build_resnet("resnet32", 3, axis_name=None, rngs=nnx.Rngs(0))
   bf16 = build_resnet("resnet32", 3, axis_name=None, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-  eval_feats = model(x, train=False)  # before any train call changes the running statistics
-  np.testing.assert_allclose(bf16(x, train=False), eval_feats, rtol=0.05, atol=0.05 * float(
+  # Jitted: op by op, a ResNet-32 call compiles every op of its shapes afresh.
+  call = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
+  eval_feats = call(model, x, False)  # before any train call changes the running statistics
+  np.testing.assert_allclose(call(bf16, x, False), eval_feats, rtol=0.05, atol=0.05 * float(
       jnp.abs(eval_feats).max()))
-  train_feats = model(x, train=True)
+  train_feats = call(model, x, True)
   assert train_feats.shape == (4, 64) and bool(jnp.isfinite(train_feats).all())
-  assert not np.allclose(model(x, train=False), eval_feats)  # train updated BatchNorm stats
+  assert not np.allclose(call(model, x, False), eval_feats)  # train updated BatchNorm stats
   assert bf16.stages.blocks[0].conv1.kernel[...].dtype == jnp.float32
 
 
@@ -61,11 +63,12 @@ def test_classifier_eval_never_touches_batchformer():
   cfg.model.update(name="resnet32")
   model = build_model(cfg.model, cfg.bf, 10, (32, 32, 3), local_batch=4, seed=0, axis_name=None)
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-  before = model.eval_logits(x)
+  eval_logits = nnx.jit(lambda m: m.eval_logits(x))
+  before = eval_logits(model)
   layer = model.bf.layers[0]
   layer.linear1.kernel[...] = jnp.full_like(layer.linear1.kernel[...], jnp.nan)
-  np.testing.assert_array_equal(model.eval_logits(x), before)
-  logits, labels = model.train_logits(x, jnp.arange(4), jax.random.key(0))
+  np.testing.assert_array_equal(eval_logits(model), before)
+  logits, labels = nnx.jit(lambda m: m.train_logits(x, jnp.arange(4), jax.random.key(0)))(model)
   assert logits.shape == (8, 10) and labels.shape == (8,)
 
 

@@ -26,25 +26,30 @@ def _images(b=4):
   return jnp.asarray(np.random.default_rng(0).normal(size=(b, 16, 16, 3)), jnp.float32)
 
 
+# Jitted: op by op, each ViT call compiles every op of its shapes afresh.
+_train_logits = nnx.jit(lambda m, x, y: m.train_logits(x, y, jax.random.key(0)))
+_eval_logits = nnx.jit(lambda m, x: m.eval_logits(x))
+
+
 def test_original_stream_is_the_plain_vit_and_eval_skips_batchformer():
   model = _vit()
   images, labels = _images(), jnp.arange(4)
-  logits, targets = model.train_logits(images, labels, jax.random.key(0))
+  logits, targets = _train_logits(model, images, labels)
   assert logits.shape == (8, 5)
   np.testing.assert_array_equal(targets, jnp.concatenate([labels, labels]))
-  plain = model.eval_logits(images)
+  plain = _eval_logits(model, images)
   np.testing.assert_allclose(logits[:4], plain, rtol=1e-5, atol=1e-5)  # no drop path here
   assert not np.allclose(logits[4:], plain, atol=1e-3)  # the BatchFormer stream differs
   # Eval never reads the BatchFormer: scrambling its weights changes nothing.
   for _, p in nnx.iter_graph(model.bfs):
     if isinstance(p, nnx.Param):
       p[...] = p[...] * 3.0 + 1.0
-  np.testing.assert_array_equal(model.eval_logits(images), plain)
+  np.testing.assert_array_equal(_eval_logits(model, images), plain)
 
 
 def test_without_insertion_points_the_batch_is_not_doubled():
   model = _vit(insert_after=())
-  logits, targets = model.train_logits(_images(), jnp.arange(4), jax.random.key(0))
+  logits, targets = _train_logits(model, _images(), jnp.arange(4))
   assert logits.shape == (4, 5) and targets.shape == (4,)
 
 
