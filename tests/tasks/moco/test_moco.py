@@ -95,6 +95,8 @@ def test_lars_skips_biases_and_scales_kernels_by_the_trust_ratio():
 
 def _tiny_config(**moco):
   config = load_config("moco_v3_cifar10", "smoke")
+  # One schedule for every step test, so they share one compiled program per device count.
+  config.total_steps = 10
   config.model.update(name="cnn", width=8, depth=2)
   config.moco.update(dim=8, mlp_dim=16, **moco)
   config.bf.num_heads = 2
@@ -111,7 +113,6 @@ def _step_parts(config, devices, image_shape=(8, 8, 3)):
 
 def test_step_trains_the_batchformer_and_moves_its_momentum_copy_by_ema():
   config = _tiny_config()
-  config.total_steps = 10
   state, step, batch = _step_parts(config, jax.devices()[:1])
   bf0 = jax.device_get(state["params"]["bf"])
   assert "bf" in state["momentum"]["params"]  # its own copy, equal to the online layer at start
