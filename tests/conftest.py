@@ -2,6 +2,7 @@
 act before JAX starts a backend."""
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -39,15 +40,19 @@ assert jax.device_count() == 8, f"expected 8 forced CPU devices, got {jax.device
 
 # Orbax saves a replicated array replica-parallel on CPU: each of the 8 devices writes a slice,
 # a compiled program per array shape and device (763 in one suite run, from the compile report)
-# to split work that one process does anyway. The files written are the same; multi-process
-# tests run their own processes with Orbax's defaults.
+# to split work that one process does anyway. Checked: the same files (OCDBT layout, metadata)
+# and the same arrays restored. Multi-process tests run their own processes with Orbax's defaults.
 import orbax.checkpoint as ocp  # noqa: E402
 from orbax.checkpoint._src.metadata import array_metadata_store  # noqa: E402
 
+_absl = logging.getLogger("absl")
+_level = _absl.level
+_absl.setLevel(logging.ERROR)  # no "overriding jax.Array" warning in every run's output
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
                                               array_metadata_store=array_metadata_store.Store()),
     override=True)
+_absl.setLevel(_level)
 
 
 import pytest  # noqa: E402
