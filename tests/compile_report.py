@@ -48,6 +48,9 @@ _rows: list[dict] = []
 def pytest_configure(config):
   if not _DIR:
     return
+  if os.environ.get("PYTEST_XDIST_WORKER") is None:  # before any worker writes: no stale rows
+    for old in pathlib.Path(_DIR).glob("compiles-*.jsonl"):
+      old.unlink()
   from jax import monitoring
 
   monitoring.register_event_duration_secs_listener(_counts.on_duration)

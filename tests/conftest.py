@@ -7,16 +7,15 @@ import os
 import shutil
 import tempfile
 
-_flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Two xdist workers share 2 cores: XLA:CPU's own threads (Eigen inside a step, parallel LLVM
 # codegen in a compile) only contend with the other worker (suite 450.7 s -> 409.9 s with both
-# off, back to back). Subprocesses inherit them unless a test sets XLA_FLAGS itself.
-for _f in ("--xla_cpu_multi_thread_eigen=false", "--xla_cpu_parallel_codegen_split_count=1"):
-  if _f.split("=")[0] not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += " " + _f
+# off, back to back). Subprocesses inherit the flags unless a test sets XLA_FLAGS itself.
+# Appended after any flags set by hand (XLA takes the last of a name), once.
+for _f in ("--xla_force_host_platform_device_count=8", "--xla_cpu_multi_thread_eigen=false",
+           "--xla_cpu_parallel_codegen_split_count=1"):
+  if _f not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _f).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Most of the suite's time is XLA compiling. Some programs recur (a resumed run, a relaunched CLI
 # process, both xdist workers): JAX's persistent cache compiles those once. The controller makes

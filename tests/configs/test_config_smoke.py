@@ -38,6 +38,11 @@ def _split_file_mock(tmp_path, config):
     start = 48 if name == "val" else 0
     path.write_text("".join(f"x/{prefix}_{i:04d}.JPEG {i % 7}\n" for i in range(start, start + n)))
     setattr(config.data, f"{name}_list", str(path))
+  return _serve(splits)
+
+
+def _serve(splits: dict[str, list[dict]]):
+  """tfds.data_source(name, split=...) returns these records (the dataset's info from its code)."""
   return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                                 as_data_source_fn=lambda builder, split, **kw: splits[split])
 
@@ -56,8 +61,7 @@ def _tfds_mock(config):
   splits = {config.data.train_split: records(size), config.data.eval_split: records(64)}
   if config.data.val_split:
     splits[config.data.val_split] = records(64)
-  return tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                                as_data_source_fn=lambda builder, split, **kw: splits[split])
+  return _serve(splits)
 
 
 def _dg_folders(tmp_path, config, per_class: int) -> None:
