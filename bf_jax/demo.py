@@ -1,32 +1,33 @@
-"""The main job: long-tailed digits, baseline vs +BatchFormer over several seeds.
+"""The main job: long-tailed digits, baseline vs +BatchFormer, paired over seeds.
 
-  python -m bf_jax.demo --workdir runs/demo --seeds 5
+  python -m bf_jax.demo --workdir runs/demo --seeds 10
 
-Prints a table of mean +- std (over seeds) of overall, many, medium and few accuracy, writes it
-to ``<workdir>/results.md`` and plots per-class accuracy against class size for both.
+Both arms of a seed share the data split, the data order and every initial parameter they have
+in common (checked, see bf_jax/compare.py). Prints each run, then the paired table (the mean
+difference, its 95% interval, wins/ties/losses, p-values) and one sentence per metric; writes it
+to ``<workdir>/compare.md`` (+ ``compare.json``, ``paired_differences.png``) and plots per-class
+accuracy against class size for both arms.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import logging
 import pathlib
 import shutil
 import time
+from typing import Callable
 
 import numpy as np
-from absl import app, flags
 
+from bf_jax import compare
 from bf_jax.tasks import classify
 from bf_jax.trainer import plots, writers
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/demo", "Parent folder of the runs.")
-flags.DEFINE_integer("seeds", 5, "Seeds per arm.")
-flags.DEFINE_string("config", "configs/digits_lt.py", "Config file to compare with bf=off/on.")
-
 METRICS = (("acc", "overall"), ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
+ARMS = (("baseline", "off"), ("+BatchFormer", "on"))
 
 
 def load_config(path: str, arg: str):
@@ -36,53 +37,55 @@ def load_config(path: str, arg: str):
   return module.get_config(arg)
 
 
-def results_table(results: dict[str, list[dict]]) -> str:
-  """Markdown table of mean +- std per arm, and the BatchFormer minus baseline difference."""
-  rows = ["| run | seeds | " + " | ".join(name for _, name in METRICS) + " |",
-          "|---|---|" + "---|" * len(METRICS)]
-  means = {}
-  for arm, runs in results.items():
-    cells = []
-    for key, _ in METRICS:
-      vals = 100 * np.array([r[key] for r in runs if key in r])
-      means[arm, key] = vals.mean()
-      cells.append(f"{vals.mean():.1f} +- {vals.std(ddof=1) if len(vals) > 1 else 0.0:.1f}")
-    rows.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
-  arms = list(results)
-  if len(arms) == 2:
-    diff = [f"{means[arms[1], k] - means[arms[0], k]:+.1f}" for k, _ in METRICS]
-    rows.append(f"| difference | | " + " | ".join(diff) + " |")
-  return "\n".join(rows)
+def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
+             adjust: Callable | None = None) -> dict:
+  """Trains both arms for seeds 0..seeds-1 (fresh runs), writes the comparison; its report.
 
-
-def main(argv):
-  del argv
-  writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
-  workdir = pathlib.Path(FLAGS.workdir)
-  results: dict[str, list[dict]] = {"baseline": [], "+BatchFormer": []}
-  per_class: dict[str, list] = {arm: [] for arm in results}
+  ``adjust(config)`` edits each config before it trains (tests shorten the runs with it)."""
+  workdir = pathlib.Path(workdir)
+  per_class: dict[str, list] = {arm: [] for arm, _ in ARMS}
   t0 = time.time()
-  for arm, bf in (("baseline", "off"), ("+BatchFormer", "on")):
-    for seed in range(FLAGS.seeds):
+  for seed in range(seeds):
+    for arm, bf in ARMS:
       run_dir = workdir / f"bf_{bf}_seed{seed}"
       shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
-      result = classify.run(load_config(FLAGS.config, f"bf={bf},seed={seed}"), run_dir)
-      results[arm].append(result)
+      config = load_config(config_path, f"bf={bf},seed={seed}")
+      if adjust is not None:
+        adjust(config)
+      result = classify.run(config, run_dir)
       info = json.loads((run_dir / "per_class.json").read_text())
       per_class[arm].append((info["train_counts"], info["test_acc"]))
       print(f"[{time.time() - t0:5.0f}s] {arm:13s} seed {seed}: " +
             " ".join(f"{name} {100 * result[key]:.1f}" for key, name in METRICS if key in result),
             flush=True)
-  table = results_table(results)
-  print("\n" + table)
-  (workdir / "results.md").write_text(table + "\n")
+  report = compare.compare(*(compare.find_runs([str(workdir / f"bf_{bf}_seed*")])
+                             for _, bf in ARMS), names=tuple(arm for arm, _ in ARMS))
+  compare.write(report, workdir)
   plots.plot_per_class(
       {arm: (runs[0][0], np.nanmean([acc for _, acc in runs], axis=0))
        for arm, runs in per_class.items()}, workdir / "per_class_accuracy.png",
-      title=f"Long-tailed digits, mean over {FLAGS.seeds} seeds")
-  print(f"\nwrote {workdir / 'results.md'} and {workdir / 'per_class_accuracy.png'} "
-        f"({time.time() - t0:.0f}s)")
+      title=f"Long-tailed digits, mean over {seeds} seeds")
+  return report
+
+
+def main(argv: list[str] | None = None) -> None:
+  # argparse, not absl flags: importing this module (tests do) defines no global flags.
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.demo", description=__doc__)
+  parser.add_argument("--workdir", default="runs/demo", help="parent folder of the runs")
+  parser.add_argument("--seeds", type=int, default=10, help="seeds (each trains both arms)")
+  parser.add_argument("--config", default="configs/digits_lt.py",
+                      help="config file to compare with bf=off/on")
+  args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f"--seeds={args.seeds} must be at least 1")
+  writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
+  t0 = time.time()
+  report = run_arms(args.config, args.workdir, args.seeds)
+  print("\n" + compare.markdown(report))
+  workdir = pathlib.Path(args.workdir)
+  print(f"wrote {workdir / 'compare.md'}, {workdir / 'paired_differences.png'} and "
+        f"{workdir / 'per_class_accuracy.png'} ({time.time() - t0:.0f}s)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

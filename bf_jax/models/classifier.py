@@ -9,6 +9,7 @@ from flax import nnx
 from bf_jax.layer.batchformer import BatchFormer, two_stream
 from bf_jax.models.backbones import MLP, TinyCNN
 from bf_jax.models.heads import HEADS, build_head
+from bf_jax.models.init_streams import bf_stream
 from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.ride import RIDE
 from bf_jax.models.vit import VIT_ARCHS, build_vit
@@ -79,6 +80,7 @@ def build_batchformer(bf_cfg, dim: int, local_batch: int, rngs: nnx.Rngs,
                       axis_name: str = "data") -> BatchFormer | None:
   if not bf_cfg.enabled:
     return None
+  rngs = bf_stream(rngs)
   if dim % bf_cfg.num_heads:  # the layer would name its own dim=...; name the config fields
     divisors = [h for h in range(1, min(dim, 64) + 1) if dim % h == 0]
     raise ValueError(

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bf_jax.layer import v2
+from bf_jax.models.init_streams import bf_stream
 
 VIT_ARCHS = {  # (width, depth, heads)
     "deit_tiny": (192, 12, 3), "deit_small": (384, 12, 6), "deit_base": (768, 12, 12),
@@ -168,6 +169,8 @@ def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes
   if bad:
     raise ValueError(f"bf.insert_after={tuple(insert_after)}: {bad} outside the {depth} blocks "
                      f"of {arch} (0..{depth - 1}).")
-  bfs = v2.make_batchformers(dim, insert_after, shared=shared_bf, rngs=rngs, **bf_kwargs)
+  # Their own stream: the blocks start alike with and without them (paired comparisons).
+  bfs = v2.make_batchformers(dim, insert_after, shared=shared_bf, rngs=bf_stream(rngs),
+                             **bf_kwargs)
   return ViT(image_size, patch, in_chans, num_classes, dim, depth, heads, drop_path=drop_path,
              bfs=bfs, axis_name=bf_kwargs.get("axis_name"), dtype=dtype, rngs=rngs)

@@ -17,8 +17,8 @@ from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.classify import checks, metrics
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
-                            steps, writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
+                            sharding, steps, writers)
 
 log = logging.getLogger("bf_jax")
 
@@ -131,6 +131,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
                 "initialization (a random-feature baseline); set --config.init.from_workdir to the "
                 "run that trained it.")
   run_record.record(config, workdir, start_step, diffs, ckpt)
+  if start_step == 0:  # after init.from_workdir: a second stage starts from the first's weights
+    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
@@ -152,6 +154,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
       result["val_acc"] = selected["val_acc"]
     if "ema_acc" in selected:
       result["ema_acc"] = selected["ema_acc"]
+  if step == config.total_steps:
+    pairing.write_result(workdir, result)
   if step == config.total_steps and jax.process_index() == 0:
     acc_K = metrics.per_class_accuracy(correct_K, total_K)
     counts = dataset.train_class_counts

@@ -31,8 +31,8 @@ from bf_jax.tasks.czsl import steps as czsl_steps
 from bf_jax.tasks.czsl.data import CZSLData, load_czsl
 from bf_jax.tasks.czsl.metrics import closed_world_metrics
 from bf_jax.tasks.czsl.models import build_czsl_head
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
-                            steps, writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
+                            sharding, steps, writers)
 
 log = logging.getLogger("bf_jax")
 REPORTED = ("AUC", "best_hm", "best_seen", "best_unseen", "attr_acc", "obj_acc")
@@ -139,6 +139,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
     history[:] = ckpt.restored_extras[0]["history"]
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
   run_record.record(config, workdir, start_step, diffs, ckpt)
+  if start_step == 0:
+    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
@@ -169,6 +171,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
     return result
   result.update({k: selected["test"][k] for k in REPORTED}, selected_step=selected["step"],
                 val_AUC=selected["val"]["AUC"])
+  if step == config.total_steps:
+    pairing.write_result(workdir, result)
   if step == config.total_steps and jax.process_index() == 0:
     (workdir / "czsl_result.json").write_text(json.dumps({**result, "history": history},
                                                          indent=1))

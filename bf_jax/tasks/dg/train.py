@@ -29,8 +29,8 @@ from bf_jax.data import pipeline
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.swad import SwadAverager
-from bf_jax.trainer import (checkpointing, loop, losses, optim, plots, run_record, setup, sharding,
-                            steps, writers)
+from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
+                            sharding, steps, writers)
 
 log = logging.getLogger("bf_jax")
 RESULT_FILE = "result.json"
@@ -143,6 +143,8 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
       run["swad"] = SwadAverager.from_checkpoint_parts(info["swad"], arrays)
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
   run_record.record(config, workdir, start_step, diffs, ckpt)
+  if start_step == 0:
+    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop

@@ -22,8 +22,8 @@ from bf_jax.models.classifier import build_backbone, build_batchformer
 from bf_jax.tasks.moco import checks, knn
 from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.tasks.moco.model import build_moco, momentum_params
-from bf_jax.trainer import (checkpointing, loop, optim, plots, run_record, setup, sharding, steps,
-                            writers)
+from bf_jax.trainer import (checkpointing, loop, optim, pairing, plots, run_record, setup, sharding,
+                            steps, writers)
 
 log = logging.getLogger("bf_jax")
 
@@ -106,6 +106,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   if start_step:
     log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
   run_record.record(config, workdir, start_step, diffs, ckpt)
+  if start_step == 0:
+    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
   writer = writers.MetricWriter(workdir)
 
   # ---------------------------------------------------------------- train loop
@@ -130,6 +132,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   result = {"step": step, "preempted": step < config.total_steps}
   if last is not None:
     result["knn_acc"] = last["knn_acc"]
+  if step == config.total_steps:
+    pairing.write_result(workdir, result)
   if step == config.total_steps and jax.process_index() == 0:
     _plot_knn(workdir, "BatchFormer" if config.bf.enabled else "no BatchFormer")
   return result

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bf_jax import tasks
+from bf_jax import compare, tasks
 from bf_jax.tasks.dg import data as dg_data
 from bf_jax.tasks.dg import domains, sweep
 from bf_jax.tasks.dg import train as dg_train
@@ -226,6 +226,9 @@ def test_sweep_trains_every_domain_writes_the_table_and_skips_done_runs(
   assert len(saved["runs"]) == 3
   text = (tmp_path / "results.md").read_text()
   assert "| selection | red | green | blue | avg |" in text
+  runs = compare.find_runs([str(tmp_path)])  # a sweep's parent: every (domain, trial) run
+  assert sorted(r.key[1:] for r in runs) == sorted((d, 0) for d in DOMAINS)
+  assert all(r.init and r.config for r in runs)
 
   monkeypatch.setattr(sweep, "train_one", lambda *a, **k: pytest.fail("a finished run reran"))
   assert tasks.run(config, tmp_path)["selections"] == out["selections"]

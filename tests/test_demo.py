@@ -1,0 +1,24 @@
+"""The main job: both arms per seed, paired, on the embedded digits (shortened runs)."""
+
+import pytest
+from helpers import ROOT
+
+from bf_jax import demo
+
+
+@pytest.mark.slow  # trains 4 short runs
+def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
+  def shorten(config):
+    config.total_steps, config.optim.warmup_steps = 20, 0
+
+  report = demo.run_arms(str(ROOT / "configs" / "digits_lt.py"), tmp_path, seeds=2,
+                         adjust=shorten)
+  assert report["pairs"] == ["seed 0", "seed 1"] and report["names"] == ["baseline", "+BatchFormer"]
+  assert report["checks"]["config_differs"] == {}  # only bf.* differs: same data and order
+  assert report["checks"]["init_same"] == {"backbone": ["seed 0", "seed 1"],
+                                           "head": ["seed 0", "seed 1"]}
+  assert not report["checks"]["init_differs"]
+  assert {"acc", "many_acc", "medium_acc", "few_acc"} <= set(report["metrics"])
+  for name in ("compare.md", "compare.json", "paired_differences.png", "per_class_accuracy.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  assert "few_acc: +BatchFormer - baseline = " in (tmp_path / "compare.md").read_text()
