@@ -214,8 +214,9 @@ def pairing_lines(report: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
   """The paired table, then the sentences on the pairing and on every metric."""
   base, treat = report["names"]
-  rows = [f"| metric | {base} | {treat} | paired difference | 95% CI | W/T/L | paired t p "
-          f"| sign test p |", "|---|---|---|---|---|---|---|---|"]
+  header = (f"| metric | {base} | {treat} | paired difference | 95% CI | W/T/L | paired t p "
+            f"| sign test p |")
+  rows = [header, "|---|---|---|---|---|---|---|---|"]
   for metric, s in report["metrics"].items():
     k = s["scale"]
     rows.append(f"| {metric} | {k * s['baseline_mean']:.2f} | {k * s['treatment_mean']:.2f} | "
@@ -223,8 +224,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{k * s['ci_high']:+.2f} | {s['wins']}/{s['ties']}/{s['losses']} | "
                 f"{s['t_p']:.3g} | {s['sign_p']:.3g} |")
   n = len(report["pairs"])
-  notes = [f"{n} pairs ({', '.join(report['pairs'])}); difference = {treat} - {base}, "
-           f"+- its standard error; accuracies in percentage points."]
+  notes = [(f"{n} pairs ({', '.join(report['pairs'])}); difference = {treat} - {base}, "
+            f"+- its standard error; accuracies in percentage points.")]
   notes += pairing_lines(report)
   notes += [s["sentence"] for s in report["metrics"].values()]
   return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in notes) + "\n"
