@@ -101,7 +101,9 @@ class EncoderLayer(nnx.Module):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
     self.norm2 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
 
-  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols=None):
+  def attention_probs(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
+                      mask_QxG: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(attention probabilities [N, P, H, Q, G] before dropout, values [N, G, P, H, D])."""
     c = x_NxQxPxC.shape[-1]
     h, d = self.num_heads, c // self.num_heads
     if kv_NxGxPxC is None:  # keys are the queries: one packed projection
@@ -122,7 +124,11 @@ class EncoderLayer(nnx.Module):
     logits_NxPxHxQxG = logits_NxPxHxQxG.astype(jnp.float32)
     if mask_QxG is not None:
       logits_NxPxHxQxG = jnp.where(mask_QxG, logits_NxPxHxQxG, -jnp.inf)
-    probs_NxPxHxQxG = jax.nn.softmax(logits_NxPxHxQxG, axis=-1).astype(v.dtype)
+    return jax.nn.softmax(logits_NxPxHxQxG, axis=-1).astype(v.dtype), v_NxGxPxHxD
+
+  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols=None):
+    c = x_NxQxPxC.shape[-1]
+    probs_NxPxHxQxG, v_NxGxPxHxD = self.attention_probs(x_NxQxPxC, kv_NxGxPxC, mask_QxG)
     probs_NxQxPxHxG = _dropout(jnp.moveaxis(probs_NxPxHxQxG, 3, 1), self.dropout, key, rows_NxQ,
                                cols)
     out_NxQxPxHxD = jnp.einsum("nqphg,ngphd->nqphd", probs_NxQxPxHxG, v_NxGxPxHxD)
