@@ -87,7 +87,7 @@ def metrics_of(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
   """The result's numeric scalars, nested names joined by dots."""
   out = {}
   for name, value in result.items():
-    if name in _NOT_METRICS:
+    if name in _NOT_METRICS or name.endswith("_step"):  # e.g. the selected step
       continue
     if isinstance(value, dict):
       out.update(metrics_of(value, f"{prefix}{name}."))
@@ -224,8 +224,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{k * s['ci_high']:+.2f} | {s['wins']}/{s['ties']}/{s['losses']} | "
                 f"{s['t_p']:.3g} | {s['sign_p']:.3g} |")
   n = len(report["pairs"])
-  notes = [(f"{n} pairs ({', '.join(report['pairs'])}); difference = {treat} - {base}, "
-            f"+- its standard error; accuracies in percentage points.")]
+  listed = ", ".join(report["pairs"]) if n <= 6 else "listed in compare.json"
+  notes = [(f"{n} pairs ({listed}); difference = {treat} - {base}, +- its standard error; "
+            f"accuracies in percentage points.")]
   notes += pairing_lines(report)
   notes += [s["sentence"] for s in report["metrics"].values()]
   return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in notes) + "\n"

@@ -74,12 +74,14 @@ def test_domainbed_runs_pair_by_test_domain_and_trial(tmp_path):
     for domain in ("A", "B"):
       _run(tmp_path / arm / domain / "trial0", 0,
            {"test_domain": domain, "trial_seed": 0,
-            "selections": {"swad": {"test_acc": 60.0 + (arm == "bf") + (domain == "B")}}})
+            "selections": {"swad": {"test_acc": 60.0 + (arm == "bf") + (domain == "B")}},
+            "erm_val_step": 5})
   report = compare.compare(compare.find_runs([str(tmp_path / "erm")]),
                            compare.find_runs([str(tmp_path / "bf")]))
   assert report["pairs"] == ["seed 0, test domain A, trial 0", "seed 0, test domain B, trial 0"]
   swad = report["metrics"]["selections.swad.test_acc"]
   assert swad["scale"] == 1.0 and swad["diffs"] == [1.0, 1.0]  # already in percent
+  assert set(report["metrics"]) == {"selections.swad.test_acc"}  # a step is not a metric
 
 
 def test_an_arm_with_two_runs_of_a_seed_is_refused(tmp_path):
