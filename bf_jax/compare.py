@@ -51,13 +51,6 @@ def key_name(key: tuple) -> str:
   return f"seed {seed}" + (f", test domain {domain}, trial {trial}" if domain is not None else "")
 
 
-def _result_file(folder: pathlib.Path) -> pathlib.Path | None:
-  for name in (pairing.RESULT_FILE, "czsl_result.json"):
-    if (folder / name).is_file():
-      return folder / name
-  return None
-
-
 def find_runs(patterns: list[str]) -> list[Run]:
   """Every run folder (one with a result file) matching or under ``patterns``."""
   folders: set[pathlib.Path] = set()
@@ -67,15 +60,15 @@ def find_runs(patterns: list[str]) -> list[Run]:
       raise FileNotFoundError(f"{pattern!r} matches nothing; give run folders or a sweep's "
                               f"parent folder (quote a glob so the shell does not expand it).")
     for m in matches:
-      candidates = [m] + ([p.parent for p in m.rglob("*.json")] if m.is_dir() else [])
-      folders.update(c for c in candidates if _result_file(c))
+      if m.is_dir():
+        folders.update(p.parent for p in m.rglob(pairing.RESULT_FILE))
   runs = []
   for folder in sorted(folders):
     config_path = folder / run_record.CONFIG
     init_path = folder / pairing.INIT_FILE
     runs.append(Run(folder,
                     json.loads(config_path.read_text()) if config_path.exists() else {},
-                    json.loads(_result_file(folder).read_text()),
+                    json.loads((folder / pairing.RESULT_FILE).read_text()),
                     json.loads(init_path.read_text()) if init_path.exists() else {}))
   if not runs:
     raise FileNotFoundError(f"no finished run (a folder with {pairing.RESULT_FILE}) under "

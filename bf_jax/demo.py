@@ -58,8 +58,10 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
       print(f"[{time.time() - t0:5.0f}s] {arm:13s} seed {seed}: " +
             " ".join(f"{name} {100 * result[key]:.1f}" for key, name in METRICS if key in result),
             flush=True)
-  report = compare.compare(*(compare.find_runs([str(workdir / f"bf_{bf}_seed*")])
-                             for _, bf in ARMS), names=tuple(arm for arm, _ in ARMS))
+  # This call's runs only: a workdir may still hold seeds of an earlier, longer demo.
+  report = compare.compare(
+      *(compare.find_runs([str(workdir / f"bf_{bf}_seed{seed}") for seed in range(seeds)])
+        for _, bf in ARMS), names=tuple(arm for arm, _ in ARMS))
   compare.write(report, workdir)
   plots.plot_per_class(
       {arm: (runs[0][0], np.nanmean([acc for _, acc in runs], axis=0))

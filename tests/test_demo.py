@@ -11,9 +11,12 @@ def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
   def shorten(config):
     config.total_steps, config.optim.warmup_steps = 20, 0
 
+  (tmp_path / "bf_off_seed7").mkdir()  # left by an earlier, longer demo: not this comparison
+  (tmp_path / "bf_off_seed7" / "result.json").write_text('{"acc": 0.5}')
   report = demo.run_arms(str(ROOT / "configs" / "digits_lt.py"), tmp_path, seeds=2,
                          adjust=shorten)
   assert report["pairs"] == ["seed 0", "seed 1"] and report["names"] == ["baseline", "+BatchFormer"]
+  assert report["unpaired"] == {"baseline": [], "+BatchFormer": []}
   assert report["checks"]["config_differs"] == {}  # only bf.* differs: same data and order
   assert report["checks"]["init_same"] == {"backbone": ["seed 0", "seed 1"],
                                            "head": ["seed 0", "seed 1"]}
