@@ -28,8 +28,8 @@ from bf_jax.trainer import pairing, plots, run_record
 
 # Bookkeeping fields of a result, not metrics.
 _NOT_METRICS = {"step", "preempted", "selected_step", "seed", "trial_seed", "history", "swad_eval"}
-# Config fields that may differ between arms: the treatment itself.
-_ARM_FIELDS = ("bf.",)
+# Config fields that may differ between arms: the treatment itself, and the probe of it.
+_ARM_FIELDS = ("bf.", "probe.")  # the probe only reads the trained layer
 
 
 @dataclasses.dataclass

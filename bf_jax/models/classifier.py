@@ -45,6 +45,11 @@ class Classifier(nnx.Module):
   def eval_logits(self, images: jax.Array) -> jax.Array:
     return self.head(self.backbone(images, train=False))
 
+  def probe_features(self, images: jax.Array) -> jax.Array:
+    """The BatchFormer's input for a probe batch: eval-mode features (BatchNorm's running
+    statistics), so a probe does not depend on the other samples beyond the layer."""
+    return self.backbone(images, train=False)
+
 
 def scope_to_group_size(scope: str, local_batch: int) -> int | None:
   """'global' -> None, 'device' -> the per-device batch, '<k>' -> k."""

@@ -131,6 +131,13 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=0,  # > 0: total_steps = epochs x training images / batch_size, set at the start
       eval_every_epochs=1))  # with epochs > 0: eval_every_steps in epochs
 
+  # What the trained layer attends to and where gradients flow, at every evaluation
+  # (bf_jax/trainer/probe.py); changing it on resume is allowed: it does not touch training.
+  c.probe = ml_collections.ConfigDict(dict(
+      enabled=False,
+      batches=4,  # probe batches of batch_size, drawn as training batches are; tables averaged
+      seed=0))  # the probe stream's seed (not the run's: paired arms probe the same samples)
+
   c.loss = ml_collections.ConfigDict(dict(
       name="ce",  # "ce" | "balanced_softmax" | "logit_adjusted" | "ldam"
       tau=1.0,  # logit adjustment strength

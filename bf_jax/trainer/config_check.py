@@ -63,6 +63,7 @@ class Accepts:
   vit: bool = False  # a ViT backbone with BatchFormerV2 inside
   ema: bool = False  # optim.ema_decay
   pretrained: bool = True  # init.pretrained: ImageNet weights of a ResNet backbone
+  probe: bool = False  # probe.enabled: the BatchFormer probe (single-head V1 classifiers)
 
 
 def validate(cfg, accepts: Accepts) -> None:
@@ -151,6 +152,19 @@ def validate(cfg, accepts: Accepts) -> None:
   if cfg.optim.ema_decay >= 1.0 or (cfg.optim.ema_decay and not accepts.ema):
     fail("optim.ema_decay", cfg.optim.ema_decay, f"must be below 1, and task={cfg.task!r} "
          f"{'keeps' if accepts.ema else 'does not keep'} an EMA of the weights")
+  _probe(cfg, accepts)
+
+
+def _probe(cfg, accepts: Accepts) -> None:
+  check_int(cfg, "probe.batches", 1)
+  check_int(cfg, "probe.seed", 0)
+  if not cfg.probe.enabled:
+    return
+  if not accepts.probe or cfg.model.experts or cfg.model.name in VIT_ARCHS:
+    fail("probe.enabled", cfg.probe.enabled, f"is built for the single-head classifier on pooled "
+         f"features (task='classify', model.experts=0, not a ViT) so far; this run is "
+         f"task={cfg.task!r}, model.name={cfg.model.name!r}, model.experts={cfg.model.experts}: "
+         f"set it to False")
 
 
 def _vit(cfg, accepts: Accepts) -> None:

@@ -42,7 +42,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def allowed_changes(config) -> set[str]:
   """The fields a restart may change: ``config.resume_changes`` (comma-separated names)."""
   names = {n.strip() for n in str(config.resume_changes).split(",") if n.strip()}
-  return names | {"resume_changes"}
+  return names | {"resume_changes", "probe.enabled", "probe.batches", "probe.seed"}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

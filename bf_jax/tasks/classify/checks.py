@@ -6,7 +6,8 @@ from __future__ import annotations
 from bf_jax.data import DATASETS
 from bf_jax.trainer import config_check
 
-ACCEPTS = config_check.Accepts(datasets=DATASETS, soft_targets=True, vit=True, ema=True)
+ACCEPTS = config_check.Accepts(datasets=DATASETS, soft_targets=True, vit=True, ema=True,
+                                probe=True)
 
 
 def validate(cfg) -> None:

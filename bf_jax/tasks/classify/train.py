@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ from bf_jax import data
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.models.classifier import build_model
-from bf_jax.tasks.classify import checks, metrics
+from bf_jax.tasks.classify import checks, metrics, probe
 from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
                             sharding, steps, writers)
 
@@ -66,7 +67,7 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
 
 def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
                 train_step, eval_step, schedule, ckpt: checkpointing.Checkpointer,
-                writer: writers.MetricWriter):
+                writer: writers.MetricWriter, prober: probe.Prober | None):
   """The classifier's batches and evaluation, through the shared loop."""
   batches = pipeline.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
@@ -74,10 +75,40 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
       sampler=config.data.sampler, labels=dataset.train_labels)
 
   def evaluate(state, step: int, selected: dict | None) -> dict:
+    if prober is not None:  # what the layer attends to, at this point of training
+      prober.record(state, step, writer)
     return _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
 
   return loop.run(config, mesh, state, start_step, stop_at, batches, train_step, evaluate,
                   schedule, ckpt, writer)
+
+
+@dataclasses.dataclass
+class Parts:
+  """What a config builds before training: the model split into pure dicts, the optimizer, the
+  loss and the initial (replicated) state."""
+  graphdef: Any
+  other: dict
+  tx: Any
+  schedule: Any
+  loss_fn: Any
+  state: dict
+
+
+def build(config, mesh, dataset: data.Data) -> Parts:
+  """The model, optimizer and initial state of ``config`` (pretrained weights put in)."""
+  local_batch = config.batch_size // mesh.devices.size
+  model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
+                      local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
+  graphdef, params, stats, other = steps.split_model(model)
+  setup.load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them
+  frozen = ("backbone",) if config.init.freeze_backbone else ()
+  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
+  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
+  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
+  if config.optim.ema_decay:
+    state["ema"] = jax.tree.map(np.array, params)  # its own buffers: the step donates state
+  return Parts(graphdef, other, tx, schedule, loss_fn, sharding.replicate(state, mesh))
 
 
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
@@ -93,29 +124,20 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   workdir = epath.Path(workdir)
 
   # ---------------------------------------------------------------- model, optimizer, steps
-  local_batch = config.batch_size // mesh.devices.size
-  model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
-                      local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
-  graphdef, params, stats, other = steps.split_model(model)
-  setup.load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them below
-  frozen = ("backbone",) if config.init.freeze_backbone else ()
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
-  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
-  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
-  if config.optim.ema_decay:
-    state["ema"] = jax.tree.map(np.array, params)  # its own buffers: the step donates state
-  state = sharding.replicate(state, mesh)
+  parts = build(config, mesh, dataset)
+  state, graphdef, other, loss_fn = parts.state, parts.graphdef, parts.other, parts.loss_fn
   mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
                   config.data.label_smoothing, dataset.num_classes)
   train_step = steps.make_train_step(
-      graphdef, other, tx, loss_fn, mesh, config.seed,
+      graphdef, other, parts.tx, loss_fn, mesh, config.seed,
       skip_nonfinite=config.optim.skip_nonfinite > 0,
       mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None,
       ema_decay=config.optim.ema_decay)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
-  n_params = sum(x.size for x in jax.tree.leaves(params))
+  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
+  prober = probe.Prober(config, dataset, parts, mesh, workdir) if probe.wanted(config) else None
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   diffs = run_record.check(config, workdir)  # before anything is written
@@ -138,8 +160,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   # ---------------------------------------------------------------- train loop
   try:
     state, step, selected = _train_loop(
-        config, mesh, dataset, state, start_step, stop_at, train_step, eval_step, schedule,
-        ckpt, writer)
+        config, mesh, dataset, state, start_step, stop_at, train_step, eval_step, parts.schedule,
+        ckpt, writer, prober)
   finally:  # flush logs and finish async saves even when a step fails
     ckpt.close()
     writer.close()
