@@ -63,3 +63,24 @@ def test_a_group_that_does_not_divide_the_batch_is_named():
   with pytest.raises(ValueError, match="group_size=4 does not divide the batch of 6"):
     attention_maps(BatchFormer(8, num_heads=2, group_size=4, rngs=nnx.Rngs(0)),
                    jnp.zeros((6, 8)))
+
+
+@pytest.mark.parametrize("group_size", [None, 8, 2])
+def test_whole_batch_output_is_the_sharded_layer(group_size):
+  """on_whole_batch on the gathered batch == the layer inside shard_map on 8 devices (global
+  scope, groups straddling devices, groups within a device)."""
+  from jax.sharding import PartitionSpec as P
+
+  from bf_jax.layer.attention_maps import on_whole_batch
+  mesh = jax.make_mesh((8,), ("data",))
+  bf = BatchFormer(8, num_heads=2, axis_name="data", group_size=group_size, rngs=nnx.Rngs(2))
+  graphdef, state = nnx.split(bf)
+  x = jax.random.normal(jax.random.key(3), (32, 8))
+
+  def local(state, x):
+    return nnx.merge(graphdef, state)(x, deterministic=True)
+
+  sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
+                                  out_specs=P("data")))(
+      state, jax.device_put(x, jax.sharding.NamedSharding(mesh, P("data"))))
+  np.testing.assert_allclose(on_whole_batch(bf, x), sharded, rtol=1e-5, atol=1e-6)
