@@ -161,10 +161,9 @@ def _probe(cfg, accepts: Accepts) -> None:
   if not cfg.probe.enabled:
     return
   if not accepts.probe or cfg.model.experts or cfg.model.name in VIT_ARCHS:
-    fail("probe.enabled", cfg.probe.enabled, f"is built for the single-head classifier on pooled "
-         f"features (task='classify', model.experts=0, not a ViT) so far; this run is "
-         f"task={cfg.task!r}, model.name={cfg.model.name!r}, model.experts={cfg.model.experts}: "
-         f"set it to False")
+    fail("probe.enabled", cfg.probe.enabled, f"is built for single-head classifiers on pooled "
+         f"features (model.experts=0, not a ViT) so far; this run is task={cfg.task!r}, "
+         f"model.name={cfg.model.name!r}, model.experts={cfg.model.experts}: set it to False")
 
 
 def _vit(cfg, accepts: Accepts) -> None:

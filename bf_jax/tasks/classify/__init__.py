@@ -1,8 +1,9 @@
 """``task="classify"``: supervised (long-tailed) classification with BatchFormer.
 
-``train.py``: the run (train, evaluate, select, per-class accuracy); ``metrics.py``: the
-many/medium/few-shot accuracies; ``checks.py``: the config checks; ``probe.py``: what the trained
-layer attends to (at each evaluation, and ``inspect`` on a checkpoint).
+``train.py``: the run (train, evaluate, select, per-class accuracy); ``build.py``: the model
+and state a config builds; ``metrics.py``: the many/medium/few-shot accuracies; ``checks.py``:
+the config checks; ``probe.py``: what the trained layer attends to (at each evaluation, and
+``inspect`` on a checkpoint).
 """
 
 from bf_jax.tasks.classify.checks import validate

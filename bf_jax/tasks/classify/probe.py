@@ -20,10 +20,10 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax import data
 from bf_jax.data import pipeline
-from bf_jax.tasks.classify import checks
+from bf_jax.tasks.classify import build, checks
 from bf_jax.layer.attention_maps import attention_maps, on_whole_batch
 from bf_jax.models.classifier import scope_to_group_size
-from bf_jax.trainer import plots, sharding, writers
+from bf_jax.trainer import checkpointing, plots, setup, sharding, writers
 from bf_jax.trainer import probe as probe_lib
 from bf_jax.trainer.sharding import AXIS
 
@@ -129,8 +129,6 @@ def inspect(config, workdir: str | pathlib.Path, out: str | pathlib.Path | None 
             ) -> dict[str, Any]:
   """Probes the newest checkpoint of a classifier run (``config`` is its config.json, probe
   fields as wanted); writes into ``out`` (default: the workdir) and returns the record."""
-  from bf_jax.tasks.classify import train  # the model and state a run builds
-  from bf_jax.trainer import checkpointing, setup
 
   if not config.bf.enabled:
     raise ValueError(f"{workdir} trained without BatchFormer (bf.enabled=False): there is no "
@@ -138,7 +136,7 @@ def inspect(config, workdir: str | pathlib.Path, out: str | pathlib.Path | None 
   config.probe.enabled = True
   checks.validate(config)
   mesh, dataset = setup.prepare(config)
-  parts = train.build(config, mesh, dataset)
+  parts = build.build(config, mesh, dataset)
   ckpt = checkpointing.Checkpointer(workdir, 0, config.ckpt.keep)
   try:
     step, state = ckpt.restore_latest(parts.state)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -16,9 +15,8 @@ from etils import epath
 from bf_jax import data
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
-from bf_jax.models.classifier import build_model
-from bf_jax.tasks.classify import checks, metrics, probe
-from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
+from bf_jax.tasks.classify import build, checks, metrics, probe
+from bf_jax.trainer import (checkpointing, loop, pairing, plots, run_record, setup,
                             sharding, steps, writers)
 
 log = logging.getLogger("bf_jax")
@@ -83,34 +81,6 @@ def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_a
                   schedule, ckpt, writer)
 
 
-@dataclasses.dataclass
-class Parts:
-  """What a config builds before training: the model split into pure dicts, the optimizer, the
-  loss and the initial (replicated) state."""
-  graphdef: Any
-  other: dict
-  tx: Any
-  schedule: Any
-  loss_fn: Any
-  state: dict
-
-
-def build(config, mesh, dataset: data.Data) -> Parts:
-  """The model, optimizer and initial state of ``config`` (pretrained weights put in)."""
-  local_batch = config.batch_size // mesh.devices.size
-  model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
-                      local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
-  graphdef, params, stats, other = steps.split_model(model)
-  setup.load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them
-  frozen = ("backbone",) if config.init.freeze_backbone else ()
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
-  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
-  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
-  if config.optim.ema_decay:
-    state["ema"] = jax.tree.map(np.array, params)  # its own buffers: the step donates state
-  return Parts(graphdef, other, tx, schedule, loss_fn, sharding.replicate(state, mesh))
-
-
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
         stop_at: int | None = None) -> dict[str, Any]:
   """Trains the config in ``workdir`` (resuming if it holds a checkpoint); returns final metrics.
@@ -124,7 +94,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   workdir = epath.Path(workdir)
 
   # ---------------------------------------------------------------- model, optimizer, steps
-  parts = build(config, mesh, dataset)
+  parts = build.build(config, mesh, dataset)
   state, graphdef, other, loss_fn = parts.state, parts.graphdef, parts.other, parts.loss_fn
   mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
                   config.data.label_smoothing, dataset.num_classes)
