@@ -6,7 +6,9 @@ Both arms of a seed share the data split, the data order and every initial param
 in common (checked, see bf_jax/compare.py). Prints each run, then the paired table (the mean
 difference, its 95% interval, wins/ties/losses, p-values) and one sentence per metric; writes it
 to ``<workdir>/compare.md`` (+ ``compare.json``, ``paired_differences.png``) and plots per-class
-accuracy against class size for both arms.
+accuracy against class size for both arms. Then what the trained layer does (bf_jax/trainer/
+probe.py): each +BatchFormer run holds attention.png, gradient_share.png and probe.json; the
+means over seeds are printed and written to ``<workdir>/probe.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from bf_jax import compare
 from bf_jax.tasks import classify
-from bf_jax.trainer import plots, writers
+from bf_jax.trainer import plots, probe, writers
 
 METRICS = (("acc", "overall"), ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 ARMS = (("baseline", "off"), ("+BatchFormer", "on"))
@@ -50,6 +52,7 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
       run_dir = workdir / f"bf_{bf}_seed{seed}"
       shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
       config = load_config(config_path, f"bf={bf},seed={seed}")
+      config.probe.enabled = True  # what the layer attends to (the bf=off arm has none)
       if adjust is not None:
         adjust(config)
       result = classify.run(config, run_dir)
@@ -70,6 +73,25 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
   return report
 
 
+def probe_summary(workdir: str | pathlib.Path, seeds: int) -> dict | None:
+  """The +BatchFormer runs' final probe records, averaged over seeds; written to
+  ``<workdir>/probe.md`` and ``probe.json``."""
+  workdir = pathlib.Path(workdir)
+  records = []
+  for seed in range(seeds):
+    path = workdir / f"bf_on_seed{seed}" / probe.FILE
+    if path.exists():
+      history = json.loads(path.read_text())
+      records.append(history[max(history, key=int)])
+  if not records:
+    return None
+  mean = probe.mean_records(records)
+  mean["seeds"], mean["probe_batches"] = len(records), records[0]["probe_batches"]
+  (workdir / probe.FILE).write_text(json.dumps(mean, indent=1))
+  (workdir / "probe.md").write_text(probe.markdown(mean) + "\n")
+  return mean
+
+
 def main(argv: list[str] | None = None) -> None:
   # argparse, not absl flags: importing this module (tests do) defines no global flags.
   parser = argparse.ArgumentParser(prog="python -m bf_jax.demo", description=__doc__)
@@ -85,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
   report = run_arms(args.config, args.workdir, args.seeds)
   print("\n" + compare.markdown(report))
   workdir = pathlib.Path(args.workdir)
+  mean = probe_summary(workdir, args.seeds)
+  if mean is not None:
+    print(f"\nWhat the trained BatchFormer does on the probe batches (mean over {mean['seeds']} "
+          f"seeds, {mean['probe_batches']} batches each; pictures: "
+          f"{workdir / 'bf_on_seed0' / 'attention.png'}, gradient_share.png):\n")
+    print(probe.markdown(mean))
   print(f"wrote {workdir / 'compare.md'}, {workdir / 'paired_differences.png'} and "
         f"{workdir / 'per_class_accuracy.png'} ({time.time() - t0:.0f}s)")
 

@@ -25,3 +25,10 @@ def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
   for name in ("compare.md", "compare.json", "paired_differences.png", "per_class_accuracy.png"):
     assert (tmp_path / name).stat().st_size > 0
   assert "few_acc: +BatchFormer - baseline = " in (tmp_path / "compare.md").read_text()
+  # What the layer does: each +BatchFormer run's pictures and tables, their mean over seeds.
+  for name in ("attention.png", "gradient_share.png", "probe.json"):
+    assert (tmp_path / "bf_on_seed1" / name).stat().st_size > 0
+  assert not (tmp_path / "bf_off_seed0" / "probe.json").exists()
+  mean = demo.probe_summary(tmp_path, 2)
+  assert mean["seeds"] == 2 and mean["probe_batches"] == 4
+  assert "| queries \\ keys |" in (tmp_path / "probe.md").read_text()
