@@ -18,6 +18,7 @@ from bf_jax.data.mixup import MixConfig
 from bf_jax.tasks.classify import build, checks, metrics, probe
 from bf_jax.trainer import (checkpointing, loop, pairing, plots, run_record, setup,
                             sharding, steps, writers)
+from bf_jax.trainer import prober as prober_lib
 
 log = logging.getLogger("bf_jax")
 
@@ -65,7 +66,7 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
 
 def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
                 train_step, eval_step, schedule, ckpt: checkpointing.Checkpointer,
-                writer: writers.MetricWriter, prober: probe.Prober | None):
+                writer: writers.MetricWriter, prober: prober_lib.Prober | None):
   """The classifier's batches and evaluation, through the shared loop."""
   batches = pipeline.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
@@ -107,7 +108,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
-  prober = probe.Prober(config, dataset, parts, mesh, workdir) if probe.wanted(config) else None
+  prober = probe.make_prober(config, dataset, parts, mesh, workdir) if probe.wanted(config) else None
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   diffs = run_record.check(config, workdir)  # before anything is written

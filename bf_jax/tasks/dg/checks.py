@@ -7,7 +7,7 @@ from bf_jax.tasks.dg.domains import DG_DATASETS
 from bf_jax.trainer import config_check
 from bf_jax.trainer.config_check import check_choice, check_int, check_num, fail
 
-ACCEPTS = config_check.Accepts(datasets=DG_DATASETS)
+ACCEPTS = config_check.Accepts(datasets=DG_DATASETS, probe=True)
 
 
 def validate(cfg) -> None:

@@ -26,11 +26,12 @@ import numpy as np
 from etils import epath
 
 from bf_jax.data import pipeline
-from bf_jax.models.classifier import build_model
+from bf_jax.models.classifier import build_model, scope_to_group_size
 from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.swad import SwadAverager
 from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
                             sharding, steps, writers)
+from bf_jax.trainer import prober as prober_lib
 
 log = logging.getLogger("bf_jax")
 RESULT_FILE = "result.json"
@@ -117,6 +118,17 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
   train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, seed,
                                      skip_nonfinite=config.optim.skip_nonfinite > 0)
   eval_step = steps.make_eval_step(graphdef, other, data.num_classes, mesh)
+  prober = None
+  if config.probe.enabled and config.bf.enabled:  # the same balanced batches, probe.seed's draw
+    probe_stream = pipeline.train_batches(
+        data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
+        data.num_classes, config.probe.seed, 0, jax.process_index(), jax.process_count(),
+        index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain,
+                                             config.probe.seed))
+    prober = prober_lib.Prober(
+        [next(probe_stream) for _ in range(config.probe.batches)], data.train_class_counts,
+        scope_to_group_size(config.bf.scope, local_batch), graphdef, other, loss_fn, mesh,
+        workdir, f"{config.data.name}, test domain {test_domain}", config.bf.scope)
 
   # ---------------------------------------------------------------- SWAD, history, resume
   cfg = config.dg
@@ -149,6 +161,8 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
 
   # ---------------------------------------------------------------- train loop
   def evaluate(state, step: int, selected) -> dict:
+    if prober is not None:  # what the layer attends to, at this point of training
+      prober.record(state, step, writer)
     metrics = evaluate_all(eval_step, state, data, config, mesh)
     if run["history"] and run["history"][-1]["step"] == step:
       return metrics  # a resumed finished run evaluates its last step again: already counted

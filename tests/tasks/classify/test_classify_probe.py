@@ -65,7 +65,7 @@ def test_probe_is_the_same_on_one_and_eight_devices(scope):
   for devices in (jax.devices()[:1], jax.devices()):
     mesh, dataset = setup.prepare(config, devices)
     parts = build.build(config, mesh, dataset)
-    records.append(_flat(probe.Prober(config, dataset, parts, mesh, "unused")
+    records.append(_flat(probe.make_prober(config, dataset, parts, mesh, "unused")
                          .measure(parts.state, 0)[0]))
   one, eight = records
   for key, value in one.items():

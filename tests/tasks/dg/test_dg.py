@@ -269,3 +269,21 @@ def test_rotated_digits_deals_disjoint_rotated_domains(tmp_path):
   upright = np.asarray(upright.resize((16, 16), Image.BILINEAR))
   stored = np.asarray(Image.open(tmp_path / "rot90" / label / f"{i}.png"))
   np.testing.assert_array_equal(stored, np.rot90(upright))  # a quarter turn, counter-clockwise
+
+
+def test_probe_at_each_eval_on_the_balanced_batches(data_dir, tmp_path):
+  """probe.enabled in a DG run: the probe record, pictures and scalars of each evaluation."""
+  config = toy_config(data_dir, test_domains=("blue",), algorithm="erm")
+  config.probe.enabled, config.probe.batches = True, 2
+  tasks.run(config, tmp_path, devices=jax.devices()[:2])
+  run = sweep.run_dir(tmp_path, "blue", 0)
+  history = json.loads((run / "probe.json").read_text())
+  assert list(history) == ["5", "10"]
+  tables = history["10"]["attention"][0]
+  assert tables["self"] + tables["same_class"] + tables["other_class"] == pytest.approx(1.0)
+  # 8 samples of 3 classes, evenly spread: 1/8 on itself.
+  assert history["10"]["uniform_attention"]["self"] == pytest.approx(1 / 8)
+  for name in ("attention.png", "gradient_share.png"):
+    assert pathlib.Path(run / name).stat().st_size > 0
+  logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in logged if "probe/attn/same_class" in m] == [5, 10]
