@@ -135,7 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (bf_jax/trainer/probe.py); changing it on resume is allowed: it does not touch training.
   c.probe = ml_collections.ConfigDict(dict(
       enabled=False,
-      batches=4,  # probe batches of batch_size, drawn as training batches are; tables averaged
+      batches=4,  # probe batches of batch_size, drawn as training batches are; averaged
       seed=0))  # the probe stream's seed (not the run's: paired arms probe the same samples)
 
   c.loss = ml_collections.ConfigDict(dict(

@@ -108,7 +108,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
-  prober = probe.make_prober(config, dataset, parts, mesh, workdir) if probe.wanted(config) else None
+  wanted = probe.wanted(config)
+  prober = probe.make_prober(config, dataset, parts, mesh, workdir) if wanted else None
 
   # ---------------------------------------------------------------- checkpoint: resume if any
   diffs = run_record.check(config, workdir)  # before anything is written

@@ -88,3 +88,13 @@ def test_probe_off_without_batchformer_and_loud_errors(tmp_path):
   ride.probe.enabled = True
   with pytest.raises(ValueError, match="probe.enabled"):
     classify.validate(ride)
+
+
+def test_turning_the_probe_on_at_a_resume_is_allowed(tmp_path):
+  """The probe does not touch training: a resumed run may switch it on without resume_changes."""
+  config = load_config("digits_lt", "smoke")
+  config.eval_every_steps = 0
+  classify.run(config, tmp_path, stop_at=10)  # checkpoint at step 10, trained without the probe
+  config.probe.enabled = True
+  assert classify.run(config, tmp_path)["step"] == config.total_steps
+  assert list(json.loads((tmp_path / "probe.json").read_text())) == [str(config.total_steps)]
