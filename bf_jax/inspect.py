@@ -36,8 +36,9 @@ def inspect(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
   config = load_run_config(workdir)
   task = tasks.get(config.task)
   if not hasattr(task, "inspect"):
-    raise ValueError(f"{workdir} is a task={config.task!r} run; the probe is built for "
-                     f"task='classify' runs so far.")
+    raise ValueError(f"{workdir} is a task={config.task!r} run; inspecting a checkpoint is built "
+                     f"for task='classify' runs so far (a 'dg' run probes itself at every "
+                     f"evaluation with --config.probe.enabled=True).")
   if batches is not None:
     config.probe.batches = batches
   if seed is not None:
