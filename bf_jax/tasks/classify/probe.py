@@ -16,15 +16,8 @@ from etils import epath
 
 from bf_jax import data
 from bf_jax.data import pipeline
-from bf_jax.models.classifier import scope_to_group_size
 from bf_jax.tasks.classify import build, checks
 from bf_jax.trainer import checkpointing, prober, setup
-
-
-
-def wanted(config) -> bool:
-  """A probe needs a BatchFormer to look at: a bf-off run with probe.enabled skips it."""
-  return bool(config.probe.enabled and config.bf.enabled)
 
 
 def probe_batches(config, dataset: data.Data, n: int) -> list[dict[str, np.ndarray]]:
@@ -33,23 +26,21 @@ def probe_batches(config, dataset: data.Data, n: int) -> list[dict[str, np.ndarr
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
       dataset.num_classes, config.probe.seed, 0, jax.process_index(), jax.process_count(),
       sampler=config.data.sampler, labels=dataset.train_labels)
-  return [next(stream) for _ in range(n)]
+  return prober.first_batches(stream, n)
 
 
 def make_prober(config, dataset: data.Data, parts, mesh: jax.sharding.Mesh,
                 workdir: str | pathlib.Path) -> prober.Prober:
   """The probe of a classifier run, on the probe stream's first ``probe.batches`` batches."""
-  group_size = scope_to_group_size(config.bf.scope, config.batch_size // mesh.devices.size)
-  return prober.Prober(probe_batches(config, dataset, config.probe.batches),
-                       dataset.train_class_counts, group_size, parts.graphdef, parts.other,
-                       parts.loss_fn, mesh, workdir, config.data.name, config.bf.scope)
+  return prober.Prober(config, probe_batches(config, dataset, config.probe.batches),
+                       dataset.train_class_counts, parts.graphdef, parts.other, parts.loss_fn,
+                       mesh, workdir, config.data.name)
 
 
 def inspect(config, workdir: str | pathlib.Path, out: str | pathlib.Path | None = None
             ) -> dict[str, Any]:
   """Probes the newest checkpoint of a classifier run (``config`` is its config.json, probe
   fields as wanted); writes into ``out`` (default: the workdir) and returns the record."""
-
   if not config.bf.enabled:
     raise ValueError(f"{workdir} trained without BatchFormer (bf.enabled=False): there is no "
                      f"layer to probe; inspect the run of the same seed with bf.enabled=True.")

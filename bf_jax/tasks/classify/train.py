@@ -108,7 +108,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   log.info("model %s + %s: %d parameters on %d devices", config.model.name,
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
-  wanted = probe.wanted(config)
+  wanted = prober_lib.wanted(config)
   prober = probe.make_prober(config, dataset, parts, mesh, workdir) if wanted else None
 
   # ---------------------------------------------------------------- checkpoint: resume if any

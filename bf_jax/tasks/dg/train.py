@@ -26,7 +26,7 @@ import numpy as np
 from etils import epath
 
 from bf_jax.data import pipeline
-from bf_jax.models.classifier import build_model, scope_to_group_size
+from bf_jax.models.classifier import build_model
 from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.swad import SwadAverager
 from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
@@ -119,16 +119,16 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
                                      skip_nonfinite=config.optim.skip_nonfinite > 0)
   eval_step = steps.make_eval_step(graphdef, other, data.num_classes, mesh)
   prober = None
-  if config.probe.enabled and config.bf.enabled:  # the same balanced batches, probe.seed's draw
+  if prober_lib.wanted(config):  # the same balanced batches, probe.seed's draw
     probe_stream = pipeline.train_batches(
         data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
         data.num_classes, config.probe.seed, 0, jax.process_index(), jax.process_count(),
         index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain,
                                              config.probe.seed))
     prober = prober_lib.Prober(
-        [next(probe_stream) for _ in range(config.probe.batches)], data.train_class_counts,
-        scope_to_group_size(config.bf.scope, local_batch), graphdef, other, loss_fn, mesh,
-        workdir, f"{config.data.name}, test domain {test_domain}", config.bf.scope)
+        config, prober_lib.first_batches(probe_stream, config.probe.batches),
+        data.train_class_counts, graphdef, other, loss_fn, mesh, workdir,
+        f"{config.data.name}, test domain {test_domain}")
 
   # ---------------------------------------------------------------- SWAD, history, resume
   cfg = config.dg
