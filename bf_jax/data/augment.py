@@ -9,7 +9,9 @@ import math
 import numpy as np
 from PIL import Image
 
-TWO_VIEW = ("two_view", "two_view_noblur")  # MoCo v3's pair (blur off for 32x32 images)
+PACO_VIEWS = {"paco_cifar": "cifar", "paco_imagenet": "imagenet", "paco_small": "small"}  # views.paco_views recipes
+# Augmentations that make [2, H, W, C]: MoCo v3's pair (blur off for 32x32 images), PaCo's.
+TWO_VIEW = ("two_view", "two_view_noblur", *PACO_VIEWS)
 AUGMENTATIONS = ("none", "crop_flip", "inception", "inception_jitter", "domainbed", "deit",
                  *TWO_VIEW)  # "deit": crop, flip, RandAugment, random erasing (randaugment.py)
 

@@ -57,6 +57,10 @@ class Preprocess:
         image = augment.resize_center_crop(image, self.image_size)
     elif self.augmentation == "crop_flip":
       image = augment.crop_flip(image, rng)
+    elif self.augmentation in augment.PACO_VIEWS:  # [2, H, W, C]: PaCo's query and key views
+      pair = views.paco_views(self._to_uint8(image), rng, self.image_size or image.shape[0],
+                              self.crop_min, augment.PACO_VIEWS[self.augmentation])
+      return augment.normalize(pair, self.mean, self.std, 255.0)
     elif self.augmentation in augment.TWO_VIEW:  # [2, H, W, C]: MoCo v3's asymmetric pair
       blur = (1.0, 0.1) if self.augmentation == "two_view" else (0.0, 0.0)
       pair = views.two_views(self._to_uint8(image), rng, self.image_size or image.shape[0],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bf_jax.data import augment
+from bf_jax.data import augment, randaugment
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as PIL's convert("L")
 # ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1): factor ranges, in op order.
@@ -179,3 +179,65 @@ def two_views(image_HxWxC: np.ndarray, rng: np.random.Generator, size: int, crop
   image_HxWxC = _check_image(image_HxWxC, "two_views")
   return np.stack([_view(image_HxWxC, rng, size, crop_min, blur_probs[i], solarize_probs[i])
                    for i in range(2)])
+
+
+def _cutout(image_HxWxC: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
+  """One ``length`` x ``length`` square of zeros centred at a uniform pixel, clipped at the
+  borders (DeVries & Taylor 2017, as PaCo's CIFAR query view)."""
+  h, w = image_HxWxC.shape[:2]
+  cy, cx = int(rng.integers(h)), int(rng.integers(w))
+  out = np.array(image_HxWxC, copy=True)
+  out[max(cy - length // 2, 0):cy + length // 2, max(cx - length // 2, 0):cx + length // 2] = 0
+  return out
+
+
+def _shift(image_HxWxC: np.ndarray, dy: int, dx: int) -> np.ndarray:
+  """The image moved by (dy, dx) pixels, zeros shifted in (a pad-and-crop without the pad)."""
+  h, w = image_HxWxC.shape[:2]
+  out = np.zeros_like(image_HxWxC)
+  out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+      image_HxWxC[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+  return out
+
+
+def _small_views(image_HxWxC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """PaCo's ``"small"`` pair: query shifted by up to a pixel; key shifted, then brightness and
+  contrast scaled by U(0.6, 1.4) (ColorJitter's 0.4). One draw of six numbers per image: the
+  per-call overhead of numpy's generator is most of the cost at 8x8."""
+  u = rng.random(6)
+  dy_q, dx_q, dy_k, dx_k = (np.floor(u[:4] * 3) - 1).astype(int)
+  bright, contrast = 0.6 + 0.8 * u[4], 0.6 + 0.8 * u[5]
+  key = _shift(image_HxWxC, dy_k, dx_k).astype(np.float32) * bright
+  key = (key - key.mean()) * contrast + key.mean()
+  key = np.clip(key + 0.5, 0, 255).astype(np.uint8)
+  return np.stack([_shift(image_HxWxC, dy_q, dx_q), key])
+
+
+def paco_views(image_HxWxC: np.ndarray, rng: np.random.Generator, size: int, crop_min: float,
+               recipe: str) -> np.ndarray:
+  """-> uint8 [2, size, size, C]: PaCo's query view (strong) and key view (SimCLR's).
+
+  ``recipe="cifar"``: query = pad-and-crop, flip, RandAugment (n=2, m=10) standing in for
+  AutoAugment's CIFAR policy, Cutout of half the side; ``"imagenet"``: query = random resized
+  crop, flip, color jitter (0.4, 0.4, 0.4), RandAugment (n=2, m=10). Key, both: random resized
+  crop from ``crop_min``, jitter (p=0.8), grayscale (p=0.2), blur (p=0.5), flip. The pad (4 at
+  32 px) and Cutout (16 at 32 px) scale with the image. ``"small"`` (8x8 digits, where flips
+  and RandAugment erase the class): ``_small_views``.
+  """
+  image_HxWxC = _check_image(image_HxWxC, "paco_views")
+  if recipe == "cifar":
+    query = augment.crop_flip(image_HxWxC, rng, pad=max(1, image_HxWxC.shape[0] // 8))
+    query = randaugment.randaugment(query, rng, magnitude=10.0)
+    query = _cutout(query, rng, max(1, query.shape[0] // 2))
+  elif recipe == "imagenet":
+    query = augment.flip(augment.random_resized_crop(image_HxWxC, rng, size,
+                                                     scale=(crop_min, 1.0)), rng)
+    query = augment.color_jitter(query, rng).astype(np.uint8)
+    query = randaugment.randaugment(query, rng, magnitude=10.0)
+  elif recipe == "small":  # tiny grayscale glyphs: shifts and jitter only, no flips
+    return _small_views(image_HxWxC, rng)
+  else:
+    raise ValueError(f"paco_views recipe={recipe!r} is unknown; choose 'cifar', 'imagenet' or "
+                     f"'small'.")
+  key = _view(image_HxWxC, rng, size, crop_min, blur_prob=0.5, solarize_prob=0.0)
+  return np.stack([query, key])

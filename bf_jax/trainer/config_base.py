@@ -131,6 +131,20 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=0,  # > 0: total_steps = epochs x training images / batch_size, set at the start
       eval_every_epochs=1))  # with epochs > 0: eval_every_steps in epochs
 
+  # task="classify" with PaCo (bf_jax/tasks/classify/paco/): supervised contrast against a queue
+  # of momentum keys, with the linear classifier's logits as the class centers.
+  c.paco = ml_collections.ConfigDict(dict(
+      enabled=False,
+      alpha=0.05, beta=1.0, gamma=1.0,  # same-class samples / the true center, in the numerator;
+      # gamma: the samples' weight in the denominator
+      temperature=0.2,  # of the sample similarities (the centers' logits are divided by supt)
+      supt=1.0,
+      queue=8192,  # keys (with labels) in the queue; at least the global batch
+      dim=128,  # the projector's output width
+      momentum=0.999,  # of the key encoder (constant, as PaCo)
+      bf_branches="centers"))  # "centers": BatchFormer's stream through the classifier only;
+  # "both": its stream is also projected and contrasted (tasks/classify/paco/model.py)
+
   # What the trained layer attends to and where gradients flow, at every evaluation
   # (bf_jax/trainer/probe.py); changing it on resume is allowed: it does not touch training.
   c.probe = ml_collections.ConfigDict(dict(

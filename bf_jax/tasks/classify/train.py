@@ -16,6 +16,7 @@ from bf_jax import data
 from bf_jax.data import mixup, pipeline
 from bf_jax.data.mixup import MixConfig
 from bf_jax.tasks.classify import build, checks, metrics, probe
+from bf_jax.tasks.classify.paco import step as paco_step
 from bf_jax.trainer import (checkpointing, loop, pairing, plots, run_record, setup,
                             sharding, steps, writers)
 from bf_jax.trainer import prober as prober_lib
@@ -99,14 +100,20 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   state, graphdef, other, loss_fn = parts.state, parts.graphdef, parts.other, parts.loss_fn
   mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
                   config.data.label_smoothing, dataset.num_classes)
-  train_step = steps.make_train_step(
-      graphdef, other, parts.tx, loss_fn, mesh, config.seed,
-      skip_nonfinite=config.optim.skip_nonfinite > 0,
-      mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None,
-      ema_decay=config.optim.ema_decay)
+  if config.paco.enabled:  # PaCo's own step: key encoder, queue, its loss
+    train_step = paco_step.make_train_step(
+        graphdef, other, *parts.momentum, parts.tx, mesh, config.seed, config.paco,
+        parts.log_prior, skip_nonfinite=config.optim.skip_nonfinite > 0)
+  else:
+    train_step = steps.make_train_step(
+        graphdef, other, parts.tx, loss_fn, mesh, config.seed,
+        skip_nonfinite=config.optim.skip_nonfinite > 0,
+        mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None,
+        ema_decay=config.optim.ema_decay)
   eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  log.info("model %s + %s: %d parameters on %d devices", config.model.name,
+  log.info("model %s%s + %s: %d parameters on %d devices", config.model.name,
+           " (PaCo)" if config.paco.enabled else "",
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
   wanted = prober_lib.wanted(config)
   prober = probe.make_prober(config, dataset, parts, mesh, workdir) if wanted else None
