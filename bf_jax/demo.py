@@ -40,10 +40,11 @@ def load_config(path: str, arg: str):
 
 
 def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
-             adjust: Callable | None = None) -> dict:
+             adjust: Callable | None = None, arg: str = "") -> dict:
   """Trains both arms for seeds 0..seeds-1 (fresh runs), writes the comparison; its report.
 
-  ``adjust(config)`` edits each config before it trains (tests shorten the runs with it)."""
+  ``adjust(config)`` edits each config before it trains (tests shorten the runs with it);
+  ``arg`` is more of the config's args, e.g. ``"branches=both"``."""
   workdir = pathlib.Path(workdir)
   per_class: dict[str, list] = {arm: [] for arm, _ in ARMS}
   t0 = time.time()
@@ -51,8 +52,9 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
     for arm, bf in ARMS:
       run_dir = workdir / f"bf_{bf}_seed{seed}"
       shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
-      config = load_config(config_path, f"bf={bf},seed={seed}")
-      config.probe.enabled = True  # what the layer attends to (the bf=off arm has none)
+      config = load_config(config_path, ",".join(filter(None, (f"bf={bf},seed={seed}", arg))))
+      # What the layer attends to (the bf=off arm has none; PaCo's step has no probe yet).
+      config.probe.enabled = not config.paco.enabled
       if adjust is not None:
         adjust(config)
       result = classify.run(config, run_dir)
@@ -99,12 +101,13 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--seeds", type=int, default=10, help="seeds (each trains both arms)")
   parser.add_argument("--config", default="configs/digits_lt.py",
                       help="config file to compare with bf=off/on")
+  parser.add_argument("--arg", default="", help="more config args, e.g. branches=both")
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds={args.seeds} must be at least 1")
   writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
   t0 = time.time()
-  report = run_arms(args.config, args.workdir, args.seeds)
+  report = run_arms(args.config, args.workdir, args.seeds, arg=args.arg)
   print("\n" + compare.markdown(report))
   workdir = pathlib.Path(args.workdir)
   mean = probe_summary(workdir, args.seeds)

@@ -19,6 +19,7 @@ import ml_collections
 
 from bf_jax import tasks
 from bf_jax.trainer import probe, run_record, user_errors, writers
+from bf_jax.trainer.config_base import base_config
 
 
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
@@ -26,7 +27,17 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} holds no {run_record.CONFIG}: give the --workdir of a "
                             f"bf_jax run (the folder passed to bf_jax.main --workdir).")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  config = base_config()  # fields added to the schema after the run keep their defaults
+  _merge(config, json.loads(path.read_text()))
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, recorded: dict) -> None:
+  for key, value in recorded.items():
+    if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+      _merge(config[key], value)
+    else:
+      config[key] = value
 
 
 def inspect(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,

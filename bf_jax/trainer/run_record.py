@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 from etils import epath
 
+from bf_jax.trainer import config_base
+
 if TYPE_CHECKING:
   from bf_jax.trainer.checkpointing import Checkpointer
 
@@ -91,7 +93,10 @@ def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
     raise ValueError(f"{path} is not the JSON bf_jax writes ({e}); its history is in "
                      f"{workdir / HISTORY}. Restore the file or pick another --workdir.") from None
   new = json.loads(config.to_json_best_effort())
-  diffs = differences(old, new)
+  schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
+  # A field the schema gained after the run was recorded changes nothing at its default.
+  diffs = {k: (old_v, new_v) for k, (old_v, new_v) in differences(old, new).items()
+           if not (old_v == _MISSING and k in schema and new_v == schema[k])}
   if not trained:
     return diffs  # a start that saved nothing (e.g. a loss that blew up): nothing to contradict
   allowed = allowed_changes(config)

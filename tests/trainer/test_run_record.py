@@ -101,3 +101,18 @@ def test_config_json_changes_only_with_a_checkpoint_trained_under_it(tmp_path):
   result = classify.run(_config(total_steps=8, resume_changes="total_steps"), tmp_path)
   assert result["step"] == 8
   assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 8
+
+
+def test_a_field_the_schema_gained_since_the_run_resumes_at_its_default(tmp_path):
+  """A run recorded before ``paco`` existed resumes; the new field away from its default does
+  not."""
+  config = _config()
+  config.total_steps, config.optim.warmup_steps = 2, 0
+  classify.run(config, tmp_path)
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  del recorded["paco"]
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  assert run_record.check(config, tmp_path) == {}
+  config.paco.alpha = 0.5
+  with pytest.raises(ValueError, match=r"paco\.alpha: '<absent>' \(recorded\) -> 0\.5"):
+    run_record.check(config, tmp_path)
