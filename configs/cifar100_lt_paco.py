@@ -12,8 +12,9 @@ its stream through the classifier (paco.bf_branches="centers"; "both" also contr
   python -m bf_jax.main --config configs/cifar100_lt_paco.py:bf=off --workdir runs/c100lt_paco
 
 Hardware: one GPU or TPU host (not measured yet). Data: TFDS cifar100 (docs/classify.md).
-Published (not measured here): PaCo 52.0% top-1 (PaCo paper, Table 1; its README has no CIFAR
-row); PaCo + BatchFormer 52.4% (BatchFormer README / Papers-with-Code, error 47.6).
+Published (not measured here): PaCo + BatchFormer 52.4% top-1 (BatchFormer README /
+Papers-with-Code, error 47.6). PaCo's README has no CIFAR row; its paper's table is not checked
+here, so no PaCo-alone figure is quoted.
 
 Args: bf=on|off, branches=centers|both, smoke, seed=N.
 """

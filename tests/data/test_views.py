@@ -347,3 +347,31 @@ def test_preprocess_domainbed_of_float_images_goes_through_8_bit_pixels():
   want = views.domainbed_view(np.full((8, 8, 1), 128, np.uint8), np.random.default_rng(0), 8)
   assert out.shape == (8, 8, 1)
   np.testing.assert_allclose(out, want / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe, shape, size", [("cifar", (32, 32, 3), 32),
+                                                 ("imagenet", (40, 36, 3), 24),
+                                                 ("small", (8, 8, 1), 8)])
+def test_paco_views_shape_and_seeded(recipe, shape, size):
+  image = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+  a = views.paco_views(image, np.random.default_rng(3), size, 0.2, recipe)
+  b = views.paco_views(image, np.random.default_rng(3), size, 0.2, recipe)
+  assert a.shape == (2, size, size, shape[-1]) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a[0], a[1])
+
+
+def test_paco_small_views_shift_by_at_most_a_pixel_and_jitter_only_the_key():
+  image = np.zeros((8, 8, 1), np.uint8)
+  image[3:5, 3:5] = 200  # a blob away from the border: a shift keeps all of it
+  for seed in range(20):
+    query, key = views.paco_views(image, np.random.default_rng(seed), 8, 0.2, "small")
+    ys, xs = np.nonzero(query[..., 0])
+    assert query.max() == 200 and (query > 0).sum() == 4
+    assert abs(ys.min() - 3) <= 1 and abs(xs.min() - 3) <= 1
+    assert (key > 0).sum() >= 4  # contrast may lift the background; the blob stays
+
+
+def test_paco_views_unknown_recipe_is_named():
+  with pytest.raises(ValueError, match="recipe='svhn' is unknown"):
+    views.paco_views(np.zeros((8, 8, 1), np.uint8), np.random.default_rng(0), 8, 0.2, "svhn")
