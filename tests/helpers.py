@@ -2,7 +2,12 @@
 
 import importlib.util
 import json
+import os
 import pathlib
+import re
+import subprocess
+import sys
+import time
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -20,6 +25,33 @@ def config_module(path: pathlib.Path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def kill_9_and_resume(config_file: str, workdir: pathlib.Path, *overrides: str) -> int:
+  """Runs ``bf_jax.main`` in a subprocess, SIGKILLs it once a checkpoint exists (no handler
+  runs; an async save may be cut in half), reruns the same command to the end; returns the step
+  it was killed at (asserting that is before the end and that the rerun resumed)."""
+  cmd = [sys.executable, "-m", "bf_jax.main", "--config", config_file, f"--workdir={workdir}",
+         *overrides]
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  ckpts = workdir / "checkpoints"
+  steps = lambda: [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] \
+      if ckpts.is_dir() else []
+  deadline = time.time() + 120
+  while not steps():
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.05)
+  proc.kill()
+  out = proc.communicate()[0]
+  killed_at = max(steps())
+  assert "final:" not in out, "the run ended before it could be killed"
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert re.search(r"resumed from the checkpoint at step (\d+)", again.stderr), again.stderr
+  return killed_at
 
 
 def read_metrics(workdir) -> list[dict]:

@@ -5,8 +5,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,7 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from helpers import ROOT, load_config, read_metrics
+from helpers import kill_9_and_resume, load_config, read_metrics
 
 from bf_jax import data
 from bf_jax.data.sources import ArraySource
@@ -51,25 +49,8 @@ def bf_log():
 
 
 def test_kill_9_after_a_checkpoint_then_the_same_command_ends_like_a_straight_run(tmp_path):
-  cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py",
-         f"--workdir={tmp_path / 'killed'}", "--config.total_steps=150",
-         "--config.eval_every_steps=0", "--config.ckpt.every_steps=10"]
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 120
-  while not ((tmp_path / "killed" / "checkpoints").is_dir() and _steps(tmp_path / "killed")):
-    assert proc.poll() is None, proc.stdout.read()
-    assert time.time() < deadline, "no checkpoint appeared"
-    time.sleep(0.05)
-  proc.kill()  # SIGKILL: no handler runs, an async save may be cut in half
-  proc.communicate()
-  killed_at = _steps(tmp_path / "killed")[-1]
-  assert killed_at < 150, "the run ended before it could be killed"
-
-  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0, again.stdout + again.stderr
-  assert re.search(r"resumed from the checkpoint at step (\d+)", again.stderr)
+  kill_9_and_resume("configs/digits_lt.py", tmp_path / "killed", "--config.total_steps=150",
+                    "--config.eval_every_steps=0", "--config.ckpt.every_steps=10")
   config = load_config("digits_lt")
   config.total_steps, config.eval_every_steps = 150, 0
   classify.run(config, tmp_path / "straight", devices=jax.devices()[:1])

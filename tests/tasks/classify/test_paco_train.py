@@ -1,11 +1,6 @@
 """PaCo's train step and runs: the queue's place in the step, 1 vs 8 devices, kill -9 and resume,
 and the config errors."""
 
-import os
-import re
-import subprocess
-import sys
-import time
 
 import chex
 import jax
@@ -14,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
-from helpers import ROOT, load_config, train_losses
+from helpers import kill_9_and_resume, load_config, train_losses
 from jax.sharding import PartitionSpec as P
 
 from bf_jax import tasks
@@ -95,25 +90,8 @@ def test_same_run_on_one_and_eight_devices(tmp_path):
 
 
 def test_kill_9_then_resume_ends_with_the_straight_runs_parameters_and_queue(tmp_path):
-  cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt_paco.py",
-         f"--workdir={tmp_path / 'killed'}", "--config.total_steps=120",
-         "--config.eval_every_steps=0", "--config.ckpt.every_steps=10"]
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  ckpts = tmp_path / "killed" / "checkpoints"
-  deadline = time.time() + 120
-  while not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
-    assert proc.poll() is None, proc.stdout.read()
-    assert time.time() < deadline, "no checkpoint appeared"
-    time.sleep(0.05)
-  proc.kill()  # SIGKILL: no handler runs
-  proc.communicate()
-  killed_at = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-  assert killed_at < 120, "the run ended before it could be killed"
-  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0, again.stdout + again.stderr
-  assert re.search(r"resumed from the checkpoint at step (\d+)", again.stderr)
+  kill_9_and_resume("configs/digits_lt_paco.py", tmp_path / "killed", "--config.total_steps=120",
+                    "--config.eval_every_steps=0", "--config.ckpt.every_steps=10")
   config = load_config("digits_lt_paco")
   config.total_steps, config.eval_every_steps = 120, 0
   tasks.run(config, tmp_path / "straight", devices=jax.devices()[:1])
