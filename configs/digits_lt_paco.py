@@ -1,9 +1,10 @@
 """Embedded long-tailed digits: MLP + PaCo, with or without BatchFormer (the CPU-sized PaCo).
 
 The split of configs/digits_lt.py (imbalance 50: 124 images of class 0 down to 2 of class 9).
-PaCo's CIFAR recipe scaled down: query view pad-crop, flip, RandAugment, Cutout; key view
-SimCLR's; a queue of 256 keys (4 global batches), 32-d projections, temperature 0.05,
-alpha 0.01 as PaCo's CIFAR-100-LT script. The momentum is 0.99, not PaCo's 0.999: 600 steps
+PaCo's CIFAR recipe scaled down: the query unaugmented (what the Balanced Softmax digits run
+sees; PaCo's CIFAR views erase an 8x8 digit, docs/paco.md), the key shifted by up to a pixel
+with brightness and contrast jitter; a queue of 256 keys (4 global batches), 32-d projections,
+temperature 0.05, alpha 0.01 as PaCo's CIFAR-100-LT script. The momentum is 0.99, not PaCo's 0.999: 600 steps
 would leave a 0.999 key encoder near its initialization.
 
   python -m bf_jax.main --config configs/digits_lt_paco.py --workdir runs/digits_paco_bf
