@@ -1,5 +1,6 @@
 """The classifier's config checks: the shared ones, with every option a supervised classifier
-takes (soft targets, a ViT with BatchFormerV2, an EMA of the weights)."""
+takes (soft targets, a ViT with BatchFormerV2, an EMA of the weights); with ``paco.enabled``
+PaCo's fields and two views, and none of the options its step does not take."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def _paco(cfg) -> None:
              False), ("init.freeze_backbone", cfg.init.freeze_backbone, False),
              ("model.head", cfg.model.head, "linear"), ("data.mixup", cfg.data.mixup, 0.0),
              ("data.cutmix", cfg.data.cutmix, 0.0),
-             ("data.label_smoothing", cfg.data.label_smoothing, 0.0)]
+             ("data.label_smoothing", cfg.data.label_smoothing, 0.0),
+             ("init.from_workdir", cfg.init.from_workdir, "")]  # the key encoder would miss it
   for name, value, wanted in refused:
     if value != wanted:
       fail(name, value, f"is not taken with paco.enabled (PaCo trains a linear classifier with "

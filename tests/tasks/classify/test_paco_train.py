@@ -112,6 +112,7 @@ def test_kill_9_then_resume_ends_with_the_straight_runs_parameters_and_queue(tmp
     ("loss.name", "balanced_softmax", r"loss\.name='balanced_softmax' is not taken with paco"),
     ("probe.enabled", True, r"probe\.enabled=True is not taken with paco\.enabled"),
     ("optim.ema_decay", 0.999, r"optim\.ema_decay=0\.999 is not taken with paco"),
+    ("init.from_workdir", "runs/x", r"init\.from_workdir='runs/x' is not taken with paco"),
     ("bf.mode", "bf_only", r"bf\.mode='bf_only' must be 'shared' with paco\.enabled"),
 ])
 def test_bad_paco_config_values_are_named_with_the_fix(field, value, match):
