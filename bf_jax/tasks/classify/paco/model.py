@@ -3,7 +3,8 @@
 Online: backbone -> f -> [f; BF(f)] -> the linear classifier (the class centers, the test-time
 model); f (and, with ``paco.bf_branches="both"``, BF(f)) -> projector -> unit queries.
 Momentum: its own backbone and projector, an EMA of the online ones -> unit keys. It has no
-BatchFormer, so a key never depends on which other images share the batch.
+BatchFormer, so a key never depends on which other images share the batch. With "both" the
+projector's BatchNorm sees both streams' rows together (as MoCo's projector does here).
 Stream letters in tensor names: S streams (1 without BatchFormer, 2 with: original first).
 """
 
