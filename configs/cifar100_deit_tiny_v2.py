@@ -12,13 +12,17 @@ the later ones act on the BatchFormer stream only; removed at test time.
 
 Hardware: one GPU. Data: TFDS cifar100. No result measured yet; the paper reports ImageNet only.
 
-Args: bf=on|off, smoke, shared=on|off (one layer for all points or one each), epochs=N.
+Args: bf=on|off, smoke, shared=on|off (one layer for all points or one each), epochs=N,
+scope=paper|global|device|K.
+Attention groups (scope=paper, the default): groups of 64: deit_share/main.py's per-GPU batch
+default (DDP, the layer inside each replica; its GPU count is not stated).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, shared=True, epochs=200)
+ARGS = dict(bf=True, smoke=False, shared=True, epochs=200, scope="paper")
+PAPER_SCOPE = "64"  # the paper's attention groups (docstring)
 IMAGES, BATCH = 50_000, 256
 
 
@@ -39,4 +43,5 @@ def get_config(arg: str | None = None):
                  warmup_steps=min(5 * steps_per_epoch, c.total_steps // 2))
   if arg.smoke:
     shrink_for_smoke(c)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

@@ -11,13 +11,16 @@ Hardware: one GPU or TPU host (not measured yet). Data: TFDS cifar100 in array_r
 Paper: the released README has no Balanced Softmax CIFAR-100-LT row; Papers-with-Code lists
 PaCo + BatchFormer at 52.4% top-1 (IF 100). No result measured with this config yet.
 
-Args: bf=on|off, imbalance=100|200 (any float), smoke, seed=N.
+Args: bf=on|off, imbalance=100|200 (any float), smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 512: the Balanced Softmax fork ran
+the layer outside nn.DataParallel (BalancedSoftmax/run_networks.py).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0)
+ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 
 
 def get_config(arg: str | None = None):
@@ -36,4 +39,5 @@ def get_config(arg: str | None = None):
   if arg.smoke:
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
     shrink_for_smoke(c)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

@@ -8,13 +8,16 @@ x0.01 steps at epochs 160 and 180, weight decay 2e-4, cosine classifier (s = 30)
 
 Paper: no LDAM-DRW code or CIFAR row in the released repository. No result measured yet.
 
-Args: bf=on|off, imbalance=F, smoke, seed=N.
+Args: bf=on|off, imbalance=F, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 128 (upstream has no LDAM-DRW +
+BatchFormer code to follow).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0)
+ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 10847 / 128  # IF 100; other factors keep the same epoch count by steps
 
 
@@ -37,4 +40,5 @@ def get_config(arg: str | None = None):
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
     shrink_for_smoke(c)
     c.loss.drw_start_step = 1  # exercise the switch
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

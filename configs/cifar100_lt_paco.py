@@ -16,13 +16,16 @@ Published (not measured here): PaCo + BatchFormer 52.4% top-1 (BatchFormer READM
 Papers-with-Code, error 47.6). PaCo's README has no CIFAR row; its paper's table is not checked
 here, so no PaCo-alone figure is quoted.
 
-Args: bf=on|off, branches=centers|both, smoke, seed=N.
+Args: bf=on|off, branches=centers|both, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 128 (upstream has no PaCo +
+BatchFormer code to follow).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, branches="centers", smoke=False, seed=0)
+ARGS = dict(bf=True, branches="centers", smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 10847 // 128  # PaCo's loader drops the last partial batch
 
 
@@ -45,4 +48,5 @@ def get_config(arg: str | None = None):
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
     shrink_for_smoke(c)
     c.paco.queue = 32
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

@@ -9,13 +9,16 @@ the two-stream `shared` mode, which upstream found necessary on CIFAR-100-LT (bf
 
 Paper: no CIFAR-100-LT RIDE + BatchFormer number in the released README. No result measured yet.
 
-Args: bf=on|off, mode=shared|bf_only, imbalance=F, smoke, seed=N.
+Args: bf=on|off, mode=shared|bf_only, imbalance=F, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 128: RIDE's
+config_imbalance_cifar100_ride.json runs n_gpu 1.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, mode="shared", imbalance=100.0, smoke=False, seed=0)
+ARGS = dict(bf=True, mode="shared", imbalance=100.0, smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 10847 / 128
 
 
@@ -36,4 +39,5 @@ def get_config(arg: str | None = None):
   if arg.smoke:
     c.data.n_max, c.data.imbalance = 10, 10.0  # a tiny long tail: 10 images down to 1
     shrink_for_smoke(c)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

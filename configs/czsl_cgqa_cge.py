@@ -21,7 +21,9 @@ Paper (BatchFormer, CVPR 2022, CGE* closed world, AUC/HM; the paper's numbers, n
 3.7/14.9 -> 3.8/15.5 without -> with BatchFormer.
 
 Args: bf=on|off, smoke, seed=N, bf_lr=X (BatchFormer lr multiplier, default 0.02), weights=PATH,
-word_vectors=PATH, data_dir=DIR.
+word_vectors=PATH, data_dir=DIR,
+scope=paper|global|device|K (paper, the default: the whole batch, as the czsl code's one GPU ran
+it).
 """
 
 from bf_jax.tasks.czsl.recipe import ARGS, czsl_config  # noqa: F401 (ARGS: the documented args)

@@ -20,7 +20,9 @@ Hardware: one GPU. No result measured yet.
 The paper reports no CompCos number; this config is the second compatibility model.
 
 Args: bf=on|off, smoke, seed=N, bf_lr=X (BatchFormer lr multiplier, default 0.02), weights=PATH,
-word_vectors=PATH, data_dir=DIR.
+word_vectors=PATH, data_dir=DIR,
+scope=paper|global|device|K (paper, the default: the whole batch, as the czsl code's one GPU ran
+it).
 """
 
 from bf_jax.tasks.czsl.recipe import ARGS, czsl_config  # noqa: F401 (ARGS: the documented args)

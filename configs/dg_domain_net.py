@@ -20,7 +20,8 @@ Hardware: one GPU (add --config.model.dtype=bfloat16 on A100/H100). No result me
 The paper reports no DomainNet number; the recipe is SWAD's DomainNet schedule.
 
 Args: bf=on|off, smoke, arch=resnet18|resnet50, algorithm=swad|erm, seeds=N, bf_lr=X
-(BatchFormer lr multiplier; default 1, 0.1 for resnet50), weights=PATH, data_dir=DIR.
+(BatchFormer lr multiplier; default 1, 0.1 for resnet50), weights=PATH, data_dir=DIR,
+scope=paper|global|device|K (paper, the default: the whole batch, as SWAD's one GPU ran it).
 """
 
 from bf_jax.tasks.dg.recipe import ARGS, domainbed_config  # noqa: F401 (ARGS: the documented args)

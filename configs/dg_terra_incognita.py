@@ -21,7 +21,8 @@ Paper (BatchFormer, CVPR 2022, SWAD + ResNet-18, mean over test domains and 3 se
 paper's numbers, not ours): 42.1 -> 44.8 without -> with BatchFormer.
 
 Args: bf=on|off, smoke, arch=resnet18|resnet50, algorithm=swad|erm, seeds=N, bf_lr=X
-(BatchFormer lr multiplier; default 1, 0.1 for resnet50), weights=PATH, data_dir=DIR.
+(BatchFormer lr multiplier; default 1, 0.1 for resnet50), weights=PATH, data_dir=DIR,
+scope=paper|global|device|K (paper, the default: the whole batch, as SWAD's one GPU ran it).
 """
 
 from bf_jax.tasks.dg.recipe import ARGS, domainbed_config  # noqa: F401 (ARGS: the documented args)

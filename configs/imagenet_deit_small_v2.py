@@ -18,13 +18,16 @@ Paper (BatchFormerV2, the paper's numbers, not ours): DeiT-T 72.2 -> 72.7, DeiT-
 DeiT-B 81.7 -> 82.2 ImageNet top-1.
 
 Args: bf=on|off, smoke, arch=deit_tiny|deit_small|deit_base, insert_after=N (one block),
-epochs=N.
+epochs=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): groups of 64: deit_share/main.py's per-GPU batch
+default (DDP, the layer inside each replica; its GPU count is not stated).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, arch="deit_small", insert_after=8, epochs=300)
+ARGS = dict(bf=True, smoke=False, arch="deit_small", insert_after=8, epochs=300, scope="paper")
+PAPER_SCOPE = "64"  # the paper's attention groups (docstring)
 IMAGES, BATCH = 1_281_167, 1024
 
 
@@ -48,4 +51,5 @@ def get_config(arg: str | None = None):
   if arg.smoke:
     shrink_for_smoke(c, image_size=32)
     c.model.update(patch=8, dtype="float32")
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

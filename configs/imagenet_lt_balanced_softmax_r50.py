@@ -13,13 +13,16 @@ Hardware: a TPU v4-8 / 8-GPU host class; bf16 there (--config.model.dtype=bfloat
 imagenet2012 (manual download, docs/classify.md) and the standard split files. Paper: the released README
 has no Balanced Softmax ImageNet-LT row (its ImageNet-LT rows are RIDE and PaCo). Not run yet.
 
-Args: bf=on|off, smoke, seed=N.
+Args: bf=on|off, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 128: the Balanced Softmax fork ran
+the layer outside nn.DataParallel (BalancedSoftmax/run_networks.py).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, seed=0)
+ARGS = dict(bf=True, smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 115846 / 128
 
 
@@ -38,4 +41,5 @@ def get_config(arg: str | None = None):
                  warmup_steps=0)
   if arg.smoke:
     shrink_for_smoke(c, image_size=32)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

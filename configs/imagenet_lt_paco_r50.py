@@ -16,13 +16,16 @@ imagenet2012 (manual download, docs/classify.md) and the standard split files.
 Published (not measured here), All / Many / Medium / Few top-1: PaCo 57.0 / 64.8 / 55.9 / 39.1,
 PaCo + BatchFormer 57.4 / 62.7 / 56.7 / 42.1 (BatchFormer README; PaCo's README gives 57.0).
 
-Args: bf=on|off, branches=centers|both, smoke, seed=N.
+Args: bf=on|off, branches=centers|both, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): the whole batch of 128 (upstream has no PaCo +
+BatchFormer code to follow).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, branches="centers", smoke=False, seed=0)
+ARGS = dict(bf=True, branches="centers", smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "global"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 115846 / 128
 
 
@@ -43,4 +46,5 @@ def get_config(arg: str | None = None):
   if arg.smoke:
     shrink_for_smoke(c, image_size=32)
     c.paco.queue = 32
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

@@ -12,13 +12,18 @@ training), one layer shared by the experts.
 Paper (repository README, ResNet-50, All / Many / Medium / Few): RIDE 53.6 / 64.9 / 50.4 / 33.2;
 RIDE + BatchFormer 54.1 / 64.3 / 51.4 / 35.1. Not run with this config yet.
 
-Args: bf=on|off, mode=bf_only|shared, smoke, seed=N.
+Args: bf=on|off, mode=bf_only|shared, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): groups of 64: RIDE's
+config_imagenet_lt_resnet50_ride.json splits its batch of 256 over n_gpu 4 replicas
+(nn.DataParallel) and each attends over its chunk; the README's command passes --batch_size 400,
+groups of 100.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0)
+ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "64"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 115846 / 256
 
 
@@ -38,4 +43,5 @@ def get_config(arg: str | None = None):
                  warmup_steps=int(5 * STEPS_PER_EPOCH))
   if arg.smoke:
     shrink_for_smoke(c, image_size=32)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

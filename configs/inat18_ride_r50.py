@@ -9,13 +9,17 @@ BatchFormer `bf_only`, one layer shared by the experts. Eval on the released val
 Paper (repository README, All / Many / Medium / Few): RIDE 72.5 / 68.1 / 72.7 / 73.2;
 RIDE + BatchFormer 74.1 / 65.5 / 74.5 / 75.8. Not run with this config yet.
 
-Args: bf=on|off, mode=bf_only|shared, smoke, seed=N.
+Args: bf=on|off, mode=bf_only|shared, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): groups of 16: RIDE's
+config_iNaturalist_resnet50_ride.json splits its batch of 128 over n_gpu 8 replicas (32 each had
+only the README's 4 GPUs been present).
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0)
+ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "16"  # the paper's attention groups (docstring)
 STEPS_PER_EPOCH = 437513 / 128
 
 
@@ -36,4 +40,5 @@ def get_config(arg: str | None = None):
                  warmup_steps=int(5 * STEPS_PER_EPOCH))
   if arg.smoke:
     shrink_for_smoke(c, image_size=32)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

@@ -5,8 +5,8 @@ MoCo v3's ResNet-50 100-epoch recipe (its README command): LARS, lr 0.6 x 4096/2
 temperature 1.0; momentum encoder m 0.99 raised to 1 along a cosine; projector 2048-4096-256,
 predictor 256-4096-256 (synchronized BN); two asymmetric views at 224, crop area >= 0.2.
 BatchFormer: the projector's first module, on the pooled 2048-d feature, two streams, trained
-(upstream left it frozen at its random init); attention over the global batch (scope=256
-reproduces upstream's per-GPU batch of 4096 / 16 GPUs). kNN monitor (k 200, T 0.1) every 5
+(upstream left it frozen at its random init); attention within upstream's per-GPU groups of
+256 by default (scope=global: over the whole batch of 4096). kNN monitor (k 200, T 0.1) every 5
 epochs on 100,000 train images and 10,000 val images.
 
   python -m bf_jax.main --config configs/moco_v3_imagenet_r50.py \\
@@ -19,13 +19,16 @@ Hardware: a TPU v4-64 / 32-GPU class for batch 4096 in bf16 (--config.model.dtyp
 bfloat16). Paper (its Table, not measured here): linear-probe top-1 68.9 without and 70.1 with
 BatchFormer (MoCo-v2: 67.5 -> 68.4). Not run yet.
 
-Args: bf=on|off, smoke, seed=N.
+Args: bf=on|off, smoke, seed=N, scope=paper|global|device|K.
+Attention groups (scope=paper, the default): groups of 256: MoCo v3's README trains batch 4096 on 2
+nodes x 8 GPUs (DDP), the layer inside each replica.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, seed=0)
+ARGS = dict(bf=True, smoke=False, seed=0, scope="paper")
+PAPER_SCOPE = "256"  # the paper's attention groups (docstring)
 IMAGES, BATCH, EPOCHS = 1_281_167, 4096, 100
 STEPS_PER_EPOCH = IMAGES / BATCH
 
@@ -49,4 +52,5 @@ def get_config(arg: str | None = None):
     shrink_for_smoke(c, image_size=32)
     c.model.dtype = "float32"
     c.moco.update(dim=16, mlp_dim=64, knn_bank=32, knn_queries=16, knn_k=5)
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

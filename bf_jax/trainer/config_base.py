@@ -5,6 +5,8 @@ Tools and sweeps can rely on these fields existing in every config under ``confi
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 
@@ -159,6 +161,19 @@ def base_config() -> ml_collections.ConfigDict:
       drw_beta=0.9999, drw_start_step=-1,  # LDAM deferred re-weighting; -1: never
       diversity_factor=-0.2, diversity_temperature=1.0))  # RIDE's expert diversity term
   return c
+
+
+def paper_scope(arg_scope: str, paper: str, batch_size: int) -> str:
+  """``bf.scope`` for a paper config's ``scope`` arg: ``"paper"`` gives ``paper``, the samples one
+  attention spanned in the paper's run (upstream never attended across GPUs: each replica's
+  batch, or the whole batch where the layer ran outside DataParallel); any other value
+  ('global', 'device', '16') is taken as given. A paper group that does not divide a smoke
+  batch shrinks to their greatest common divisor, so the smoke still runs grouped attention."""
+  if arg_scope != "paper":
+    return arg_scope
+  if paper.isdigit() and batch_size % int(paper):
+    return str(math.gcd(int(paper), batch_size))
+  return paper
 
 
 def shrink_for_smoke(c: ml_collections.ConfigDict, image_size: int = 0) -> None:

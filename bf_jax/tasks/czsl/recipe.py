@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg
 
 # Documented args of every configs/czsl_*.py, and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, bf_lr=0.02, weights="", word_vectors="",
-            data_dir="~/czsl_data")
+            data_dir="~/czsl_data", scope="paper")
+# The czsl code ran on one GPU: the layer attended over the whole batch (128, C-GQA 256).
+PAPER_SCOPE = "global"
 SCHEDULE = {"mit_states": (128, 100), "ut_zappos": (128, 100), "cgqa": (256, 200)}
 
 
@@ -45,4 +47,5 @@ def czsl_config(dataset: str, model: str, arg: str | None) -> ml_collections.Con
     c.czsl.update(epochs=0, emb_dim=16, hidden=32)
     c.batch_size, c.eval_batch_size, c.data.image_size = 8, 16, 32
     c.total_steps, c.eval_every_steps, c.log_every_steps, c.ckpt.every_steps = 2, 1, 1, 0
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c

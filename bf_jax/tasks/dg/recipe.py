@@ -13,11 +13,13 @@ from __future__ import annotations
 import ml_collections
 
 from bf_jax.tasks.dg.domains import DG_DATASETS
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg
 
 # Documented args of every configs/dg_*.py, and their defaults.
 ARGS = dict(bf=True, smoke=False, arch="resnet18", algorithm="swad", seeds=3, bf_lr=0.0,
-            weights="", data_dir="~/dg_data")
+            weights="", data_dir="~/dg_data", scope="paper")
+# SWAD ran on one GPU: the layer attended over the whole batch of 32 per training domain.
+PAPER_SCOPE = "global"
 LONG = {"domain_net": (15_000, 1_000)}  # (steps, evaluation period) where not (5,000, 200)
 
 
@@ -48,4 +50,5 @@ def domainbed_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict
     c.batch_size = 2 * (len(info.domains) - 1)
     c.data.image_size, c.eval_batch_size = 32, 16
     c.total_steps, c.eval_every_steps, c.log_every_steps, c.ckpt.every_steps = 2, 1, 1, 0
+  c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
   return c
