@@ -282,15 +282,19 @@ class BatchFormer(nnx.Module):
     return h_BxPxC
 
   def _gather_keys(self, h_BxPxC: jax.Array, n_dev: int):
-    """All-gathers this layer's input once; narrows it to the query's group if grouped."""
+    """All-gathers this layer's input once: the whole batch, or only the query's group."""
     b, k = h_BxPxC.shape[0], self.group_size
+    if k is not None and k % b == 0:
+      # The whole local batch sits inside one group of k / b consecutive devices: gather within
+      # those devices only, so each device receives k rows, not the global batch.
+      per = k // b
+      groups = [list(range(g * per, (g + 1) * per)) for g in range(n_dev // per)]
+      return jax.lax.all_gather(h_BxPxC, self.axis_name, axis=0, tiled=True,
+                                axis_index_groups=groups), None
     kv_GxPxC = jax.lax.all_gather(h_BxPxC, self.axis_name, axis=0, tiled=True)
     if k is None:
       return kv_GxPxC, None
     first = jax.lax.axis_index(self.axis_name) * b
-    if k % b == 0:  # the whole local batch sits inside one group
-      start = (first // k) * k
-      return jax.lax.dynamic_slice_in_dim(kv_GxPxC, start, k, axis=0), None
     # Groups straddle device boundaries unevenly: mask keys outside each query's group.
     group_Q = (first + jnp.arange(b)) // k
     group_G = jnp.arange(b * n_dev) // k

@@ -232,3 +232,25 @@ def test_train_mode_with_dropout_is_device_count_invariant(b_local, group_size, 
   y, dp, dx = _grads(plain, x, dy, deterministic=False, key=key)
   assert not np.allclose(y, _grads(plain, x, dy)[0])  # dropout really on
   chex.assert_trees_all_close(jax.device_get(got), (y, dp, dx), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("group_size, rows", [(None, N_DEV * B_LOCAL), (8, 8), (16, 16)])
+def test_group_scope_gathers_only_the_group(group_size, rows):
+  """A group of whole device batches all-gathers within its k / b devices: k rows arrive on
+  each device, not the global batch (forward and backward)."""
+  bf = BatchFormer(C, axis_name="data", group_size=group_size, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(bf, nnx.Param, ...)
+  x = _shard(jnp.ones((N_DEV * B_LOCAL, C)))
+
+  def train(params, x_loc):
+    loss = lambda p, x_loc: jnp.sum(nnx.merge(graphdef, p, rest)(x_loc, deterministic=True) ** 2)
+    return jax.grad(loss, argnums=(0, 1))(params, x_loc)
+
+  text = jax.jit(jax.shard_map(train, mesh=MESH, in_specs=(P(), P("data")),
+                               out_specs=(P(), P("data")))).lower(params, x).as_text()
+  gathers = re.findall(r"stablehlo\.all_gather.*?-> tensor<(\d+)x", text, re.S)
+  assert gathers == [str(rows)]
+  if group_size:
+    per = group_size // B_LOCAL
+    groups = [list(range(g * per, (g + 1) * per)) for g in range(N_DEV // per)]
+    assert f"replica_groups = dense<{groups}>".replace(" ", "") in text.replace(" ", "")
