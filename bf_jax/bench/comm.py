@@ -1,0 +1,121 @@
+"""Bytes each device sends per train step for the BatchFormer's collectives, by arithmetic,
+checked against the lowered program on the forced CPU devices.
+
+  python -m bf_jax.bench.comm            # the table of docs/performance.md
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.comm --check
+
+Per layer and insertion point the layer all-gathers its input once forward and reduce-scatters
+its gradient once backward (tests/layer/test_sharding.py counts them). In a ring over g devices
+each device sends (g - 1) of the g shards either way: 2 (g - 1) b R bytes, b the per-device
+batch and R a sample's bytes (C values for V1, L x C for V2). g is every device for global
+scope, k / b devices for a group of whole device batches, and 1 (nothing) for device scope or
+groups inside a device; groups that straddle devices unevenly gather the whole batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+# (name, values per sample and insertion point, insertion points, layers per point)
+MODELS = {"V1 ResNet-50 (C 2048)": (2048, 1), "V2 DeiT-S (197 x 384, 1 point)": (197 * 384, 1)}
+
+
+def gather_devices(scope: str, per_device: int, devices: int) -> int:
+  """How many devices one BatchFormer gather spans (1: no communication)."""
+  if scope == "global":
+    return devices
+  if scope == "device":
+    return 1
+  k = int(scope)
+  if k <= per_device and per_device % k == 0:
+    return 1
+  return k // per_device if k % per_device == 0 else devices
+
+
+def bytes_per_step(values: int, per_device: int, devices: int, scope: str,
+                   dtype_bytes: int = 2, layers: int = 1) -> int:
+  """Bytes one device sends per train step (forward gather + backward reduce-scatter)."""
+  g = gather_devices(scope, per_device, devices)
+  return 2 * (g - 1) * per_device * values * dtype_bytes * layers
+
+
+def table(batches=(256, 4096, 65536), device_counts=(8, 256, 2048),
+          scopes=("global", "256", "device")) -> list[dict]:
+  rows = []
+  for model, (values, layers) in MODELS.items():
+    for batch in batches:
+      for n in device_counts:
+        if batch % n:
+          continue
+        b = batch // n
+        row = {"model": model, "global batch": batch, "devices": n, "per device": b}
+        for scope in scopes:
+          if scope.isdigit() and batch % int(scope):
+            row[f"scope {scope}"] = "-"
+            continue
+          mb = bytes_per_step(values, b, n, scope, layers=layers) / 2 ** 20
+          row[f"scope {scope}"] = f"{mb:,.1f} MiB"
+        rows.append(row)
+  return rows
+
+
+def check(per_device: int = 4, dim: int = 16) -> list[tuple[str, int, int]]:
+  """(scope, bytes by arithmetic, bytes from the lowered program) on this process's devices,
+  float32: the all-gather's operand and result shapes and its replica groups."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from bf_jax.layer.batchformer import BatchFormer
+
+  n = jax.device_count()
+  mesh = jax.make_mesh((n,), ("data",))
+  x = jax.device_put(jnp.ones((n * per_device, dim)), NamedSharding(mesh, P("data")))
+  out = []
+  for scope in ("global", str(2 * per_device), "device", str(per_device // 2)):
+    group = None if scope == "global" else per_device if scope == "device" else int(scope)
+    bf = BatchFormer(dim, axis_name="data", group_size=group, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(bf, nnx.Param, ...)
+
+    def train(params, x_loc):
+      loss = lambda p, x_loc: jnp.sum(nnx.merge(graphdef, p, rest)(x_loc, deterministic=True))
+      return jax.grad(loss, argnums=(0, 1))(params, x_loc)
+
+    hlo = jax.jit(jax.shard_map(train, mesh=mesh, in_specs=(P(), P("data")),
+                                out_specs=(P(), P("data")))).lower(params, x).compile().as_text()
+    lowered = 0
+    for line in hlo.splitlines():
+      op = re.search(r"= f32\[([\d,]+)\]\S* (all-gather|reduce-scatter)\(", line)
+      if not op:
+        continue
+      rows = int(op.group(1).split(",")[0])
+      listed = re.search(r"replica_groups=\{\{([\d,]+)\}", line)
+      iota = re.search(r"replica_groups=\[\d+,(\d+)\]", line)
+      g = len(listed.group(1).split(",")) if listed else int(iota.group(1)) if iota else n
+      shard = rows // g if op.group(2) == "all-gather" else rows  # rows one device holds
+      lowered += (g - 1) * shard * dim * 4  # (g - 1) shards leave each device
+    out.append((scope, bytes_per_step(dim, per_device, n, scope, dtype_bytes=4), lowered))
+  return out
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.bench.comm", description=__doc__)
+  parser.add_argument("--check", action="store_true",
+                      help="compare the arithmetic with the lowered program on these devices")
+  args = parser.parse_args(argv)
+  if args.check:
+    for scope, want, got in check():
+      print(f"scope {scope:>6}: arithmetic {want} B, lowered program {got} B")
+    return
+  rows = table()
+  keys = list(rows[0])
+  print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+  for row in rows:
+    print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+  main()

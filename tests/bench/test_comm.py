@@ -1,0 +1,23 @@
+"""The communication table's arithmetic against the lowered program, and by hand."""
+
+from bf_jax.bench import comm
+
+
+def test_arithmetic_matches_the_lowered_program_for_every_scope():
+  rows = comm.check(per_device=4, dim=16)
+  assert [scope for scope, _, _ in rows] == ["global", "8", "device", "2"]
+  for scope, want, got in rows:
+    assert want == got, scope
+  assert rows[0][1] == 2 * 7 * 4 * 16 * 4  # global over 8 devices: 7 shards out, each way
+  assert rows[1][1] == 2 * 1 * 4 * 16 * 4  # groups of 8 = 2 devices: 1 shard out
+  assert rows[2][1] == rows[3][1] == 0
+
+
+def test_gather_devices_by_hand():
+  assert comm.gather_devices("global", 32, 8) == 8
+  assert comm.gather_devices("256", 32, 8) == 8  # 256 = the whole batch of 8 x 32
+  assert comm.gather_devices("64", 32, 8) == 2
+  assert comm.gather_devices("16", 32, 8) == 1  # groups inside a device
+  assert comm.gather_devices("48", 32, 8) == 8  # straddling unevenly: gather all, mask
+  assert comm.gather_devices("device", 32, 8) == 1
+  assert comm.bytes_per_step(2048, 32, 8, "global") == 2 * 7 * 32 * 2048 * 2
