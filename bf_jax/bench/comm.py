@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 
-# (name, values per sample and insertion point, insertion points, layers per point)
+# name -> (values a sample sends per insertion point, BatchFormer layers at that point)
 MODELS = {"V1 ResNet-50 (C 2048)": (2048, 1), "V2 DeiT-S (197 x 384, 1 point)": (197 * 384, 1)}
 
 

@@ -254,3 +254,21 @@ def test_group_scope_gathers_only_the_group(group_size, rows):
     per = group_size // B_LOCAL
     groups = [list(range(g * per, (g + 1) * per)) for g in range(N_DEV // per)]
     assert f"replica_groups = dense<{groups}>".replace(" ", "") in text.replace(" ", "")
+
+
+def test_group_scope_under_pmap_equals_shard_map():
+  """The within-group gather (axis_index_groups) also runs under pmap."""
+  x, dy = _data((N_DEV * B_LOCAL, C), seed=3)
+  grouped = BatchFormer(C, axis_name="data", group_size=2 * B_LOCAL, rngs=nnx.Rngs(5))
+  y_want, _, dx_want = jax.device_get(_sharded_grads(grouped, x, dy))
+  graphdef, params, rest = nnx.split(grouped, nnx.Param, ...)
+
+  @functools.partial(jax.pmap, axis_name="data", in_axes=(None, 0, 0))
+  def step(params, x_loc, dy_loc):
+    forward = lambda x_loc: nnx.merge(graphdef, params, rest)(x_loc, deterministic=True)
+    return forward(x_loc), jax.grad(lambda x_loc: jnp.sum(forward(x_loc) * dy_loc))(x_loc)
+
+  split = lambda a: a.reshape(N_DEV, B_LOCAL, C)
+  y, dx = step(params, split(x), split(dy))
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, C), y_want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(dx).reshape(-1, C), dx_want, atol=1e-5, rtol=1e-5)

@@ -56,7 +56,8 @@ def _reference(q, centers, labels, contrast, contrast_labels, self_col, log_prio
     pos = [n for n in cols if contrast_labels[n] == labels[i]]
     num = w["beta"] * (a[labels[i]] - math.log(d)) + w["alpha"] * sum(s[n] - math.log(d)
                                                                         for n in pos)
-    out.append(-w["temperature"] / w["base_temperature"] * num / (w["beta"] + w["alpha"] * len(pos)))
+    scale = w["temperature"] / w["base_temperature"]
+    out.append(-scale * num / (w["beta"] + w["alpha"] * len(pos)))
   return np.array(out)
 
 
