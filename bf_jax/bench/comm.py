@@ -19,6 +19,14 @@ import re
 
 # name -> (values a sample sends per insertion point, BatchFormer layers at that point)
 MODELS = {"V1 ResNet-50 (C 2048)": (2048, 1), "V2 DeiT-S (197 x 384, 1 point)": (197 * 384, 1)}
+# Training FLOPs per sample: 3 x the forward's, 2 FLOPs per multiply-add (ResNet-50 4.1 G and
+# DeiT-S 4.6 G multiply-adds per 224 px image, as their papers count them).
+TRAIN_FLOPS = {"V1 ResNet-50 (C 2048)": 3 * 2 * 4.1e9,
+               "V2 DeiT-S (197 x 384, 1 point)": 3 * 2 * 4.6e9}
+# Published per chip (Cloud TPU docs, tpu/docs/v4 and tpu/docs/v5e): peak bf16 FLOP/s, and the
+# pod's all-reduce bandwidth divided by its chips (v4: 1.1 PB/s over 4,096; v5e: 51.2 TB/s
+# over 256) as the bytes per second one chip moves in a collective.
+HARDWARE = {"TPU v4": (275e12, 1.1e15 / 4096), "TPU v5e": (197e12, 51.2e12 / 256)}
 
 
 def gather_devices(scope: str, per_device: int, devices: int) -> int:
@@ -38,6 +46,36 @@ def bytes_per_step(values: int, per_device: int, devices: int, scope: str,
   """Bytes one device sends per train step (forward gather + backward reduce-scatter)."""
   g = gather_devices(scope, per_device, devices)
   return 2 * (g - 1) * per_device * values * dtype_bytes * layers
+
+
+def step_fraction(model: str, per_device: int, devices: int, scope: str, chip: str) -> float:
+  """The BatchFormer's communication time over (that + the step's FLOPs at peak): an upper bound
+  on its share of a step, since a real step runs below peak and may overlap the transfer."""
+  peak, bandwidth = HARDWARE[chip]
+  values, layers = MODELS[model]
+  comm_s = bytes_per_step(values, per_device, devices, scope, layers=layers) / bandwidth
+  compute_s = per_device * TRAIN_FLOPS[model] / peak
+  return comm_s / (comm_s + compute_s)
+
+
+def fraction_table(batch: int = 65536, device_counts=(8, 256, 2048),
+                   scopes=("global", "256")) -> list[dict]:
+  rows = []
+  for model in MODELS:
+    for n in device_counts:
+      row = {"model": model, "global batch": batch, "devices": n}
+      for chip in HARDWARE:
+        for scope in scopes:
+          share = step_fraction(model, batch // n, n, scope, chip)
+          row[f"{chip}, scope {scope}"] = f"{100 * share:.2f}%"
+      rows.append(row)
+  return rows
+
+
+def _markdown(rows: list[dict]) -> str:
+  keys = list(rows[0])
+  lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+  return "\n".join(lines + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
 
 
 def table(batches=(256, 4096, 65536), device_counts=(8, 256, 2048),
@@ -110,11 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     for scope, want, got in check():
       print(f"scope {scope:>6}: arithmetic {want} B, lowered program {got} B")
     return
-  rows = table()
-  keys = list(rows[0])
-  print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-  for row in rows:
-    print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+  print(_markdown(table()))
+  print("\nUpper bound on the BatchFormer's share of a step (its transfer at the chip's "
+        "all-reduce bandwidth against the step's FLOPs at peak):\n")
+  print(_markdown(fraction_table()))
 
 
 if __name__ == "__main__":

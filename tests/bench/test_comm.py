@@ -21,3 +21,13 @@ def test_gather_devices_by_hand():
   assert comm.gather_devices("48", 32, 8) == 8  # straddling unevenly: gather all, mask
   assert comm.gather_devices("device", 32, 8) == 1
   assert comm.bytes_per_step(2048, 32, 8, "global") == 2 * 7 * 32 * 2048 * 2
+
+
+def test_step_fraction_by_hand():
+  """V1 global over 256 TPU v4 chips, 256 samples each: 2 x 255 x 256 x 2048 x 2 bytes at
+  1.1e15 / 4096 B/s against 256 x 24.6 GFLOP at 275 TFLOP/s."""
+  comm_s = 2 * 255 * 256 * 2048 * 2 / (1.1e15 / 4096)
+  compute_s = 256 * 3 * 2 * 4.1e9 / 275e12
+  got = comm.step_fraction("V1 ResNet-50 (C 2048)", 256, 256, "global", "TPU v4")
+  assert abs(got - comm_s / (comm_s + compute_s)) < 1e-12
+  assert comm.step_fraction("V1 ResNet-50 (C 2048)", 256, 256, "256", "TPU v4") == 0.0
