@@ -104,6 +104,12 @@ def apply_update(tx: optax.GradientTransformation, state: State, grads: dict, lo
   return new_state, metrics
 
 
+def momentum_update(online: dict, momentum: dict, m: jax.Array | float) -> dict:
+  """``m * momentum + (1 - m) * online`` for every parameter group the momentum model has
+  (MoCo's and PaCo's key encoders)."""
+  return {k: optax.incremental_update(online[k], momentum[k], 1.0 - m) for k in momentum}
+
+
 def make_eval_step(graphdef: nnx.GraphDef, other: dict, num_classes: int,
                    mesh: jax.sharding.Mesh) -> Callable:
   """(state, batch) -> per-class correct, total and summed cross-entropy over the global batch

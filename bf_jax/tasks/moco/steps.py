@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax.tasks.moco.contrastive import moco_loss_rows
 from bf_jax.trainer.sharding import AXIS
-from bf_jax.trainer.steps import State, apply_update
+from bf_jax.trainer.steps import State, apply_update, momentum_update
 
 
 def momentum_schedule(base: float, total_steps: int, cosine: bool) -> Callable:
@@ -29,10 +29,6 @@ def momentum_schedule(base: float, total_steps: int, cosine: bool) -> Callable:
     return lambda step: jnp.asarray(base, jnp.float32)
   return lambda step: 1.0 - (1.0 - base) * 0.5 * (1.0 + jnp.cos(math.pi * step / total_steps))
 
-
-def ema(online: dict, momentum: dict, m: jax.Array) -> dict:
-  """``m * momentum + (1 - m) * online`` for every group the momentum model has."""
-  return {k: optax.incremental_update(online[k], momentum[k], 1.0 - m) for k in momentum}
 
 
 def make_pretrain_step(graphdef: nnx.GraphDef, other: dict, m_graphdef: nnx.GraphDef,
@@ -80,7 +76,7 @@ def make_pretrain_step(graphdef: nnx.GraphDef, other: dict, m_graphdef: nnx.Grap
   def step(state: State, batch: dict, step: jax.Array) -> tuple[State, dict]:
     key = jax.random.fold_in(base_key, step)
     m = momentum_at(step)
-    m_params = ema(state["params"], state["momentum"]["params"], m)
+    m_params = momentum_update(state["params"], state["momentum"]["params"], m)
     loss, grads, stats, m_stats = sharded(state["params"], state["stats"], m_params,
                                           state["momentum"]["stats"], other, m_other,
                                           batch["image"], key)

@@ -13,6 +13,7 @@ from bf_jax import tasks
 from bf_jax.tasks.moco import contrastive, pretrain
 from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.trainer import optim, sharding
+from bf_jax.trainer.steps import momentum_update
 
 
 def _np_info_nce(q, k, first, t):
@@ -75,7 +76,7 @@ def test_momentum_schedule_and_ema_math():
   assert float(moco_steps.momentum_schedule(0.99, 100, cosine=False)(70)) == pytest.approx(0.99)
   online = {"a": {"w": jnp.array([1.0, 2.0])}, "b": jnp.array(5.0), "predictor": jnp.array(9.0)}
   momentum = {"a": {"w": jnp.array([3.0, -2.0])}, "b": jnp.array(1.0)}
-  got = moco_steps.ema(online, momentum, jnp.float32(0.75))
+  got = momentum_update(online, momentum, jnp.float32(0.75))
   chex.assert_trees_all_close(got, {"a": {"w": jnp.array([2.5, -1.0])}, "b": jnp.array(2.0)})
 
 

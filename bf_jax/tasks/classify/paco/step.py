@@ -20,14 +20,10 @@ from jax.sharding import PartitionSpec as P
 from bf_jax.tasks.classify.paco import queue as queue_lib
 from bf_jax.tasks.classify.paco.loss import paco_rows
 from bf_jax.trainer.sharding import AXIS
-from bf_jax.trainer.steps import State, apply_update
+from bf_jax.trainer.steps import State, apply_update, momentum_update
 
 MOMENTUM_GROUPS = ("backbone", "projector")  # the online groups the momentum encoder mirrors
 
-
-def ema(online: dict, momentum: dict, m: float) -> dict:
-  """``m * momentum + (1 - m) * online`` for every group the momentum encoder has."""
-  return {k: optax.incremental_update(online[k], momentum[k], 1.0 - m) for k in momentum}
 
 
 def make_train_step(graphdef: nnx.GraphDef, other: dict, m_graphdef: nnx.GraphDef,
@@ -86,7 +82,7 @@ def make_train_step(graphdef: nnx.GraphDef, other: dict, m_graphdef: nnx.GraphDe
 
   def step(state: State, batch: dict, step: jax.Array) -> tuple[State, dict]:
     key = jax.random.fold_in(base_key, step)
-    m_params = ema(state["params"], state["momentum"]["params"], paco_cfg.momentum)
+    m_params = momentum_update(state["params"], state["momentum"]["params"], paco_cfg.momentum)
     loss, acc, grads, stats, m_stats, keys_GxD = sharded(
         state["params"], state["stats"], m_params, state["momentum"]["stats"], other, m_other,
         state["queue"], batch["image"], batch["label"], key)
