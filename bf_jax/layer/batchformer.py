@@ -21,6 +21,7 @@ Dimension letters (tensor names carry them):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,6 +30,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.errors import TraceContextError
 from flax.nnx.nn.dtypes import promote_dtype
+
+from bf_jax.layer.attention import attend, dropout, probs
 
 __all__ = ["BatchFormer", "EncoderLayer", "two_stream", "MODES"]
 
@@ -55,30 +58,6 @@ def _torch_linear(fan_in: int, fan_out: int, *, zero_bias: bool = False, **kw) -
   return nnx.Linear(fan_in, fan_out, kernel_init=_torch_uniform(fan_in), bias_init=bias_init, **kw)
 
 
-def _dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
-             rows_NxQ: jax.Array | None, cols: tuple[jax.Array, int] | None = None) -> jax.Array:
-  """Dropout whose mask for each sample depends only on the key and the sample's global row.
-
-  Keying masks by global row, not by device, keeps training identical on 1 or 8 devices and
-  still gives every device its own masks. ``cols = (pos_G, n)``: the last axis holds keys whose
-  canonical positions are ``pos_G`` among ``n`` (a query's group), so each row draws ``n``
-  values and keys read theirs by position, however many keys a path lays out (all gathered
-  keys, masked, or just the group's).
-  """
-  if key is None or rate == 0.0:
-    return x_NxQxR
-  if rate >= 1.0:  # torch returns zeros for p=1; avoid 0/0.
-    return jnp.zeros_like(x_NxQxR)
-  if rows_NxQ is None:  # a direct call: rows are just positions in this call
-    rows_NxQ = jnp.arange(x_NxQxR.shape[0] * x_NxQxR.shape[1]).reshape(x_NxQxR.shape[:2])
-  row_shape = x_NxQxR.shape[2:] if cols is None else (*x_NxQxR.shape[2:-1], cols[1])
-  draw = lambda row: jax.random.bernoulli(jax.random.fold_in(key, row), 1.0 - rate, row_shape)
-  keep = jax.vmap(jax.vmap(draw))(rows_NxQ)
-  if cols is not None:
-    keep = jnp.take(keep, cols[0], axis=-1)
-  return jnp.where(keep, x_NxQxR / (1.0 - rate), jnp.zeros_like(x_NxQxR))
-
-
 class EncoderLayer(nnx.Module):
   """One post-norm encoder layer whose 'sequence' is the batch.
 
@@ -87,9 +66,11 @@ class EncoderLayer(nnx.Module):
   """
 
   def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, *,
-               dtype: Any = None, rngs: nnx.Rngs):
+               dtype: Any = None, query_chunk: int | None = None,
+               attention_impl: str | None = None, rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.dropout = dropout
+    self.query_chunk, self.attention_impl = query_chunk, attention_impl
     kw = dict(dtype=dtype, rngs=rngs)
     # Kernels are [in, out]: xavier's fan_in/fan_out match torch's [3C, C] weight.
     self.in_proj = nnx.Linear(dim, 3 * dim, kernel_init=nnx.initializers.xavier_uniform(),
@@ -101,9 +82,8 @@ class EncoderLayer(nnx.Module):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
     self.norm2 = nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, **kw)
 
-  def attention_probs(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
-                      mask_QxG: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """(attention probabilities [N, P, H, Q, G] before dropout, values [N, G, P, H, D])."""
+  def _project(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None):
+    """Scaled queries [N, Q, P, H, D], keys and values [N, G, P, H, D]."""
     c = x_NxQxPxC.shape[-1]
     h, d = self.num_heads, c // self.num_heads
     if kv_NxGxPxC is None:  # keys are the queries: one packed projection
@@ -117,22 +97,21 @@ class EncoderLayer(nnx.Module):
       q = x_NxQxPxC @ w_Cx3C[:, :c] + b_3C[:c]
       kv = kv_NxGxPxC @ w_Cx3C[:, c:] + b_3C[c:]
       k, v = jnp.split(kv, 2, axis=-1)
-    q_NxQxPxHxD = q.reshape(*q.shape[:-1], h, d) / math.sqrt(d)
-    k_NxGxPxHxD = k.reshape(*k.shape[:-1], h, d)
-    v_NxGxPxHxD = v.reshape(*v.shape[:-1], h, d)
-    logits_NxPxHxQxG = jnp.einsum("nqphd,ngphd->nphqg", q_NxQxPxHxD, k_NxGxPxHxD)
-    logits_NxPxHxQxG = logits_NxPxHxQxG.astype(jnp.float32)
-    if mask_QxG is not None:
-      logits_NxPxHxQxG = jnp.where(mask_QxG, logits_NxPxHxQxG, -jnp.inf)
-    return jax.nn.softmax(logits_NxPxHxQxG, axis=-1).astype(v.dtype), v_NxGxPxHxD
+    heads = lambda t: t.reshape(*t.shape[:-1], h, d)
+    return heads(q) / math.sqrt(d), heads(k), heads(v)
+
+  def attention_probs(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
+                      mask_QxG: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(attention probabilities [N, P, H, Q, G] before dropout, values [N, G, P, H, D])."""
+    q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD = self._project(x_NxQxPxC, kv_NxGxPxC)
+    return probs(q_NxQxPxHxD, k_NxGxPxHxD, mask_QxG, v_NxGxPxHxD.dtype), v_NxGxPxHxD
 
   def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols=None):
-    c = x_NxQxPxC.shape[-1]
-    probs_NxPxHxQxG, v_NxGxPxHxD = self.attention_probs(x_NxQxPxC, kv_NxGxPxC, mask_QxG)
-    probs_NxQxPxHxG = _dropout(jnp.moveaxis(probs_NxPxHxQxG, 3, 1), self.dropout, key, rows_NxQ,
-                               cols)
-    out_NxQxPxHxD = jnp.einsum("nqphg,ngphd->nqphd", probs_NxQxPxHxG, v_NxGxPxHxD)
-    return self.out_proj(out_NxQxPxHxD.reshape(*out_NxQxPxHxD.shape[:-2], c))
+    q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD = self._project(x_NxQxPxC, kv_NxGxPxC)
+    out_NxQxPxHxD = attend(q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD, mask_QxG, self.dropout, key,
+                           rows_NxQ, cols, query_chunk=self.query_chunk,
+                           impl=self.attention_impl)
+    return self.out_proj(out_NxQxPxHxD.reshape(*out_NxQxPxHxD.shape[:-2], x_NxQxPxC.shape[-1]))
 
   def __call__(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
                mask_QxG: jax.Array | None, key: jax.Array | None,
@@ -141,14 +120,14 @@ class EncoderLayer(nnx.Module):
     """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout.
 
     ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks; ``cols``
-    the keys' positions within their group (see ``_dropout``), when they are not ``range(G)``.
+    the keys' positions within their group (see ``attention.dropout``), when they are not ``range(G)``.
     """
     keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
     attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ, cols)
-    h = self.norm1(x_NxQxPxC + _dropout(attn, self.dropout, keys[1], rows_NxQ))
-    hidden = _dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2], rows_NxQ)
+    h = self.norm1(x_NxQxPxC + dropout(attn, self.dropout, keys[1], rows_NxQ))
+    hidden = dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2], rows_NxQ)
     ffn = self.linear2(hidden)
-    return self.norm2(h + _dropout(ffn, self.dropout, keys[3], rows_NxQ))
+    return self.norm2(h + dropout(ffn, self.dropout, keys[3], rows_NxQ))
 
 
 class BatchFormer(nnx.Module):
@@ -164,6 +143,12 @@ class BatchFormer(nnx.Module):
     group_size: attend only within groups of this many consecutive samples of the global
       batch (reproduces a per-GPU batch of that size on any number of devices).
     dtype: compute dtype (e.g. jnp.bfloat16 on accelerators); params stay float32.
+    remat: recompute the layer (and its key gather) in the backward pass instead of keeping
+      its activations. None: on for V2 tokens [B, L, C], off for V1 features.
+    query_chunk: queries per attention chunk (``attention.chunk_rows``): None picks chunks
+      whose attention is no bigger than the layer's input, 0 never chunks.
+    attention_impl: ``jax.nn.dot_product_attention``'s implementation where there is no
+      attention dropout (None/'xla' everywhere, 'cudnn' the fused kernel on NVIDIA GPUs).
     deterministic: the mode when a call does not pass one; like ``nnx.Dropout``'s, it is set
       by ``model.train()``/``model.eval()`` and ``nnx.view(model, deterministic=...)``.
     rngs: parameter init and, by default, the dropout stream. Parameters depend only on the
@@ -175,7 +160,9 @@ class BatchFormer(nnx.Module):
   def __init__(self, dim: int, num_heads: int = 4, ffn_dim: int | None = None,
                dropout: float = 0.5, num_layers: int = 1, axis_name: str | None = None,
                group_size: int | None = None, *, dtype: Any = None,
-               deterministic: bool | None = None, rngs: nnx.Rngs):
+               deterministic: bool | None = None, remat: bool | None = None,
+               query_chunk: int | None = None, attention_impl: str | None = None,
+               rngs: nnx.Rngs):
     _check_int("dim", dim, 1)
     _check_int("num_heads", num_heads, 1)
     _check_int("num_layers", num_layers, 1)
@@ -186,13 +173,18 @@ class BatchFormer(nnx.Module):
       _check_int("ffn_dim", ffn_dim, 1)
     if group_size is not None:
       _check_int("group_size", group_size, 1)
+    if query_chunk is not None:
+      _check_int("query_chunk", query_chunk, 0)
+    if attention_impl not in (None, "xla", "cudnn"):
+      raise ValueError(f"attention_impl={attention_impl!r} must be None, 'xla' or 'cudnn'.")
     if not 0.0 <= dropout <= 1.0:
       raise ValueError(f"dropout={dropout} is outside [0, 1].")
     self.dim, self.num_heads, self.dropout = dim, num_heads, dropout
     self.axis_name, self.group_size = axis_name, group_size
-    self.deterministic = deterministic
+    self.deterministic, self.remat = deterministic, remat
     self.layers = nnx.List([
-        EncoderLayer(dim, num_heads, ffn_dim or dim, dropout, dtype=dtype, rngs=rngs)
+        EncoderLayer(dim, num_heads, ffn_dim or dim, dropout, dtype=dtype,
+                     query_chunk=query_chunk, attention_impl=attention_impl, rngs=rngs)
         for _ in range(num_layers)])
     # Like nnx.Dropout: fall back to the 'default' stream when there is no 'dropout' one.
     has_stream = "dropout" in rngs or "default" in rngs
@@ -228,7 +220,8 @@ class BatchFormer(nnx.Module):
                        f"{x.shape[-1]} (shape {x.shape}); build it with dim={x.shape[-1]}.")
     key = None if deterministic or self.dropout == 0.0 else self._dropout_key(rngs)
     x_BxPxC = x[:, None, :] if x.ndim == 2 else x
-    y_BxPxC = self._apply_layers(x_BxPxC, key)
+    remat = self.remat if self.remat is not None else x.ndim == 3
+    y_BxPxC = self._apply_layers(x_BxPxC, key, remat)
     return y_BxPxC[:, 0, :] if x.ndim == 2 else y_BxPxC
 
   def _dropout_key(self, rngs: RngsLike) -> jax.Array:
@@ -253,7 +246,7 @@ class BatchFormer(nnx.Module):
       key = rngs
     return key
 
-  def _apply_layers(self, h_BxPxC: jax.Array, key: jax.Array | None) -> jax.Array:
+  def _apply_layers(self, h_BxPxC: jax.Array, key: jax.Array | None, remat: bool) -> jax.Array:
     b = h_BxPxC.shape[0]
     n_dev = 1 if self.axis_name is None else jax.lax.axis_size(self.axis_name)
     k = self.group_size
@@ -265,21 +258,26 @@ class BatchFormer(nnx.Module):
     rows_B = first + jnp.arange(b)
     for i, layer in enumerate(self.layers):
       layer_key = None if key is None else jax.random.fold_in(key, i)
-      if k is not None and b % k == 0:
-        # Groups never straddle devices: attend within local groups, no communication.
-        h_NxQxPxC = h_BxPxC.reshape(b // k, k, *h_BxPxC.shape[1:])
-        rows_NxQ = rows_B.reshape(b // k, k)
-        h_BxPxC = layer(h_NxQxPxC, None, None, layer_key, rows_NxQ).reshape(h_BxPxC.shape)
-      elif self.axis_name is None:
-        h_BxPxC = layer(h_BxPxC[None], None, None, layer_key, rows_B[None])[0]
-      else:
-        kv_GxPxC, mask_QxG = self._gather_keys(h_BxPxC, n_dev)
-        # Masked groups lay out every gathered key; the attention-dropout draw must still be
-        # the one the grouped path makes: one value per position within the group.
-        cols = None if mask_QxG is None else (jnp.arange(b * n_dev) % k, k)
-        h_BxPxC = layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, layer_key, rows_B[None],
-                        cols)[0]
+      run = functools.partial(self._run_layer, layer, key=layer_key, rows_B=rows_B, n_dev=n_dev)
+      # Under remat the gather is inside too: keeping the gathered keys for the backward pass
+      # would hold G / B times the layer's input; the backward pass gathers them again.
+      h_BxPxC = (jax.checkpoint(run) if remat else run)(h_BxPxC)
     return h_BxPxC
+
+  def _run_layer(self, layer: EncoderLayer, h_BxPxC: jax.Array, *, key: jax.Array | None,
+                 rows_B: jax.Array, n_dev: int) -> jax.Array:
+    b, k = h_BxPxC.shape[0], self.group_size
+    if k is not None and b % k == 0:
+      # Groups never straddle devices: attend within local groups, no communication.
+      h_NxQxPxC = h_BxPxC.reshape(b // k, k, *h_BxPxC.shape[1:])
+      return layer(h_NxQxPxC, None, None, key, rows_B.reshape(b // k, k)).reshape(h_BxPxC.shape)
+    if self.axis_name is None:
+      return layer(h_BxPxC[None], None, None, key, rows_B[None])[0]
+    kv_GxPxC, mask_QxG = self._gather_keys(h_BxPxC, n_dev)
+    # Masked groups lay out every gathered key; the attention-dropout draw must still be
+    # the one the grouped path makes: one value per position within the group.
+    cols = None if mask_QxG is None else (jnp.arange(b * n_dev) % k, k)
+    return layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, key, rows_B[None], cols)[0]
 
   def _gather_keys(self, h_BxPxC: jax.Array, n_dev: int):
     """All-gathers this layer's input once: the whole batch, or only the query's group."""

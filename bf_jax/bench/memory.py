@@ -1,0 +1,151 @@
+"""Device memory of the real compiled train step of a config, with and without BatchFormer.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.memory
+
+Each case compiles (never runs) the train step a config builds at the config's own shapes: the
+per-device program of the sharded step on the devices given, its batch abstract, so an ImageNet
+shape costs no image memory. ``Compiled.memory_analysis()`` gives temp bytes (activations kept
+for the backward pass, workspace) and argument bytes (state + batch); XLA's CPU compiler
+schedules like its accelerator ones but fuses differently, so the figures are this backend's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import pathlib
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bf_jax.data import mixup
+from bf_jax.models.classifier import build_model
+from bf_jax.trainer import losses, optim, sharding, steps
+from bf_jax.trainer.sharding import AXIS
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+MiB = 2 ** 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  config: str  # a file in configs/
+  arg: str  # its config arg (bf=on|off, scope=..., ...)
+  batch: int | None = None  # None: the config's own global batch
+  streams_only: bool = False  # V2: the two streams with the BatchFormer layers as identities
+
+  @property
+  def name(self) -> str:
+    return (f"{self.config}:{self.arg}" + (f" batch {self.batch}" if self.batch else "")
+            + (" (layers as identity)" if self.streams_only else ""))
+
+
+class _Identity(nnx.Module):
+  """Stands in for a BatchFormer at a V2 insertion point: the batch still doubles into two
+  streams, so the step shows the method's cost apart from the layer's."""
+
+  def __call__(self, x: jax.Array, **_) -> jax.Array:
+    return x
+
+
+def load_config(name: str, arg: str):
+  spec = importlib.util.spec_from_file_location("bench_config", CONFIGS / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def compiled_step(case: Case, devices: Sequence[jax.Device]):
+  """(compiled train step, config) of ``case`` on ``devices``."""
+  c = load_config(case.config, case.arg)
+  if case.batch:
+    c.batch_size = case.batch
+  mesh = sharding.make_mesh(list(devices))
+  size = c.data.image_size or (32 if c.data.name.startswith("cifar") else 224)
+  classes = c.data.num_classes
+  model = build_model(c.model, c.bf, classes, (size, size, 3), c.batch_size // len(devices),
+                      c.seed)
+  if case.streams_only:
+    for point in list(model.bfs.keys()):
+      model.bfs[point] = _Identity()
+  graphdef, params, stats, other = steps.split_model(model)
+  tx, _ = optim.build_optimizer(c.optim, c.bf, max(c.total_steps, 1))
+  loss_fn = losses.build_loss(c.loss, np.ones(classes), c.model.experts)
+  mix = mixup.MixConfig(c.data.mixup, c.data.cutmix, c.data.mix_switch_prob,
+                        c.data.label_smoothing, classes)
+  step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, c.seed,
+                               mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None)
+  state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
+                             mesh)
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+  batch = {"image": jax.ShapeDtypeStruct((c.batch_size, size, size, 3), jnp.float32,
+                                         sharding=batch_sharding),
+           "label": jax.ShapeDtypeStruct((c.batch_size,), jnp.int32, sharding=batch_sharding)}
+  return step.lower(state, batch, np.int32(0)).compile(), c
+
+
+def measure(case: Case, devices: Sequence[jax.Device]) -> dict:
+  t = time.perf_counter()
+  compiled, c = compiled_step(case, devices)
+  mem = compiled.memory_analysis()
+  return {"case": case.name, "model": c.model.name, "dtype": c.model.dtype,
+          "batch": c.batch_size, "devices": len(devices),
+          "bf": bool(c.bf.enabled), "streams_only": case.streams_only,
+          "scope": c.bf.scope if c.bf.enabled else "-",
+          "temp_mib": mem.temp_size_in_bytes / MiB,
+          "argument_mib": mem.argument_size_in_bytes / MiB,
+          "compile_s": time.perf_counter() - t}
+
+
+# Each V2 config at its own shape in the paper's groups and globally; V1 ResNet-50 batch 256.
+V2 = ("cifar100_deit_tiny_v2.py", "imagenet_deit_small_v2.py")
+CASES = (
+    [case for v2 in V2 for case in (
+        Case(v2, "bf=off"), Case(v2, "bf=on", streams_only=True), Case(v2, "bf=on"),
+        Case(v2, "bf=on,scope=global"))]
+    + [Case("imagenet_lt_balanced_softmax_r50.py", a, batch=256)
+       for a in ("bf=off", "bf=on")])
+
+
+def table(rows: list[dict]) -> str:
+  """Markdown: each case's temp and argument MiB, and its temp over the same config's bf=off."""
+  config = lambda r: r["case"].split(":")[0]
+  base = {config(r): r["temp_mib"] for r in rows if not r["bf"]}
+  streams = {config(r): r["temp_mib"] for r in rows if r["streams_only"]}
+  out = ["| config (arg) | model | batch / devices | temp MiB | x no-BF | x two streams | "
+         "argument MiB |", "|---|---|---|---|---|---|---|"]
+  ratio = lambda r, ref: f"{r['temp_mib'] / ref:.2f}" if ref and r["bf"] else "-"
+  for r in rows:
+    out.append(f"| {r['case']} | {r['model']} {r['dtype']} | {r['batch']} / {r['devices']} | "
+               f"{r['temp_mib']:,.1f} | {ratio(r, base.get(config(r)))} | "
+               f"{ratio(r, streams.get(config(r)))} | {r['argument_mib']:,.1f} |")
+  return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--devices", type=int, default=8)
+  p.add_argument("--only", default="", help="run the cases whose name contains this")
+  args = p.parse_args(argv)
+  devices = jax.devices()[:args.devices]
+  if len(devices) < args.devices:
+    raise SystemExit(f"--devices={args.devices} but JAX sees {len(jax.devices())}; set "
+                     f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}.")
+  rows = []
+  for case in CASES:
+    if args.only in case.name:
+      rows.append(measure(case, devices))
+      print(f"# {rows[-1]['case']}: temp {rows[-1]['temp_mib']:,.1f} MiB "
+            f"(compiled in {rows[-1]['compile_s']:.0f} s)", flush=True)
+  print(f"\n{jax.devices()[0].platform}, JAX {jax.__version__}\n")
+  print(table(rows))
+
+
+if __name__ == "__main__":
+  main()
