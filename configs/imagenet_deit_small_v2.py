@@ -6,9 +6,10 @@ label smoothing 0.1, Mixup 0.8 / CutMix 1.0 (switch 0.5), stochastic depth 0.1, 
 crop + flip + RandAugment (2 ops, magnitude 9, std 0.5) + random erasing 0.25 (data.augment
 "deit"), 224x224, bf16; an EMA of the weights with --config.optim.ema_decay=0.99996 (evaluated
 alongside). Not here: repeated augmentation. BatchFormerV2: one layer (4 heads, dropout 0.5)
-after block 8 (0-based), every token position attending across the global batch; the batch
-doubles there into [original; BatchFormer] streams that share blocks 9-11 and the head; removed
-at test time.
+after block 8 (0-based), every token position attending across its group of the batch (below);
+the batch doubles there into [original; BatchFormer] streams that share blocks 9-11 and the
+head; removed at test time. Train-step memory: docs/performance.md (python -m
+bf_jax.bench.memory).
 
   python -m bf_jax.main --config configs/imagenet_deit_small_v2.py --workdir runs/deit_s_bf
   python -m bf_jax.main --config configs/imagenet_deit_small_v2.py:bf=off --workdir runs/deit_s
