@@ -120,7 +120,7 @@ class EncoderLayer(nnx.Module):
     """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout.
 
     ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks; ``cols``
-    the keys' positions within their group (see ``attention.dropout``), when they are not ``range(G)``.
+    the keys' positions within their group (``attention.dropout``), when not ``range(G)``.
     """
     keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
     attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ, cols)
