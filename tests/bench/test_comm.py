@@ -4,13 +4,15 @@ from bf_jax.bench import comm
 
 
 def test_arithmetic_matches_the_lowered_program_for_every_scope():
-  rows = comm.check(per_device=4, dim=16)
-  assert [scope for scope, _, _ in rows] == ["global", "8", "device", "2"]
+  rows = comm.check(per_device=4, dim=16, positions=3)
+  assert [case for case, _, _ in rows] == ["global", "8", "device", "2", "V2 global"]
   for scope, want, got in rows:
     assert want == got, scope
   assert rows[0][1] == 2 * 7 * 4 * 16 * 4  # global over 8 devices: 7 shards out, each way
   assert rows[1][1] == 2 * 1 * 4 * 16 * 4  # groups of 8 = 2 devices: 1 shard out
   assert rows[2][1] == rows[3][1] == 0
+  # V2 tokens under remat: the backward pass gathers the keys again, a third pass.
+  assert rows[4][1] == 3 * 7 * 4 * (3 * 16) * 4
 
 
 def test_gather_devices_by_hand():
@@ -31,3 +33,16 @@ def test_step_fraction_by_hand():
   got = comm.step_fraction("V1 ResNet-50 (C 2048)", 256, 256, "global", "TPU v4")
   assert abs(got - comm_s / (comm_s + compute_s)) < 1e-12
   assert comm.step_fraction("V1 ResNet-50 (C 2048)", 256, 256, "256", "TPU v4") == 0.0
+
+
+def test_h100_bandwidth_drops_to_the_nic_across_nodes():
+  """One node's 8 GPUs ring over NVLink (450 GB/s each way); beyond it, over one 400 Gb/s NIC a
+  GPU, so the same traffic takes 9x longer."""
+  assert comm.bandwidth("H100", 8) == 450e9
+  assert comm.bandwidth("H100", 256) == 50e9
+  assert comm.bandwidth("TPU v4", 2048) == 1.1e15 / 4096
+  model = "V2 DeiT-S (197 x 384, 1 point)"
+  comm_s = 3 * 255 * 64 * 197 * 384 * 2 / 50e9
+  compute_s = 64 * 3 * 2 * 4.6e9 / 989e12
+  got = comm.step_fraction(model, 64, 256, "global", "H100")
+  assert abs(got - comm_s / (comm_s + compute_s)) < 1e-12
