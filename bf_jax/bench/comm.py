@@ -1,5 +1,5 @@
 """Bytes each device sends per train step for the BatchFormer's collectives, by arithmetic,
-checked against the lowered program on the forced CPU devices.
+checked against the compiled program on the forced CPU devices.
 
   python -m bf_jax.bench.comm            # the table of docs/performance.md
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.comm --check
@@ -9,14 +9,15 @@ its gradient once backward (tests/layer/test_sharding.py counts them); V2 tokens
 remat by default, whose backward pass gathers the keys again (tests/layer/test_attention.py).
 In a ring over g devices each device sends (g - 1) of the g shards each pass: p (g - 1) b R
 bytes, p the passes (2 for V1, 3 for V2), b the per-device batch and R a sample's bytes (C
-values for V1, L x C for V2). g is every device for global
-scope, k / b devices for a group of whole device batches, and 1 (nothing) for device scope or
-groups inside a device; groups that straddle devices unevenly gather the whole batch.
+values for V1, L x C for V2). g is every device for global scope, k / b devices for a group of
+whole device batches, and 1 (nothing) for device scope or groups inside a device; groups that
+straddle devices unevenly gather the whole batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 
@@ -29,6 +30,16 @@ MODELS = {"V1 ResNet-50 (C 2048)": (2048, 1, 2),
 # DeiT-S 4.6 G multiply-adds per 224 px image, as their papers count them).
 TRAIN_FLOPS = {"V1 ResNet-50 (C 2048)": 3 * 2 * 4.1e9,
                "V2 DeiT-S (197 x 384, 1 point)": 3 * 2 * 4.6e9}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  peak_flops: float  # bf16 FLOP/s
+  bandwidth: float  # bytes/s one chip moves in a collective (within a node, if it has nodes)
+  node: int | None = None  # chips a node holds; rings past it run at ``across_nodes``
+  across_nodes: float | None = None
+
+
 # Published per chip (Cloud TPU docs, tpu/docs/v4 and tpu/docs/v5e): peak bf16 FLOP/s, and the
 # pod's all-reduce bandwidth divided by its chips (v4: 1.1 PB/s over 4,096; v5e: 51.2 TB/s
 # over 256) as the bytes per second one chip moves in a collective.
@@ -36,16 +47,14 @@ TRAIN_FLOPS = {"V1 ResNet-50 (C 2048)": 3 * 2 * 4.1e9,
 # 8-GPU node NVLink 4 (900 GB/s both ways, 450 GB/s each way), across nodes one 400 Gb/s
 # InfiniBand NIC per GPU (DGX H100 / HGX rail-optimized fabric): 50 GB/s each way, which bounds
 # a ring that spans nodes.
-HARDWARE = {"TPU v4": (275e12, 1.1e15 / 4096), "TPU v5e": (197e12, 51.2e12 / 256),
-            "H100": (989e12, 450e9)}
-H100_NODE, H100_ACROSS_NODES = 8, 50e9
+HARDWARE = {"TPU v4": Chip(275e12, 1.1e15 / 4096), "TPU v5e": Chip(197e12, 51.2e12 / 256),
+            "H100": Chip(989e12, 450e9, node=8, across_nodes=50e9)}
 
 
 def bandwidth(chip: str, devices: int) -> float:
   """Bytes per second one device moves in a collective over ``devices`` chips."""
-  if chip == "H100" and devices > H100_NODE:
-    return H100_ACROSS_NODES
-  return HARDWARE[chip][1]
+  c = HARDWARE[chip]
+  return c.across_nodes if c.node and devices > c.node else c.bandwidth
 
 
 def gather_devices(scope: str, per_device: int, devices: int) -> int:
@@ -73,7 +82,7 @@ def step_fraction(model: str, per_device: int, devices: int, scope: str, chip: s
   values, layers, passes = MODELS[model]
   comm_s = (bytes_per_step(values, per_device, devices, scope, layers=layers, passes=passes)
             / bandwidth(chip, devices))
-  compute_s = per_device * TRAIN_FLOPS[model] / HARDWARE[chip][0]
+  compute_s = per_device * TRAIN_FLOPS[model] / HARDWARE[chip].peak_flops
   return comm_s / (comm_s + compute_s)
 
 
@@ -119,7 +128,7 @@ def table(batches=(256, 4096, 65536), device_counts=(8, 256, 2048),
 
 def check(per_device: int = 4, dim: int = 16, positions: int = 3
           ) -> list[tuple[str, int, int]]:
-  """(case, bytes by arithmetic, bytes from the lowered program) on this process's devices,
+  """(case, bytes by arithmetic, bytes from the compiled program) on this process's devices,
   float32: the all-gathers' and reduce-scatters' shapes and replica groups. V1 features [B, C]
   in every scope, and V2 tokens [B, L, C] (remat on by default) at global scope."""
   import jax
@@ -172,11 +181,11 @@ def check(per_device: int = 4, dim: int = 16, positions: int = 3
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m bf_jax.bench.comm", description=__doc__)
   parser.add_argument("--check", action="store_true",
-                      help="compare the arithmetic with the lowered program on these devices")
+                      help="compare the arithmetic with the compiled program on these devices")
   args = parser.parse_args(argv)
   if args.check:
     for case, want, got in check():
-      print(f"{case:>9}: arithmetic {want} B, lowered program {got} B")
+      print(f"{case:>9}: arithmetic {want} B, compiled program {got} B")
     return
   print(_markdown(table()))
   print("\nUpper bound on the BatchFormer's share of a step (its transfer at the chip's "
