@@ -8,6 +8,11 @@ and the backward pass recomputes it chunk by chunk instead of keeping it. Every 
 softmax still sees all its keys, and each query row draws its own dropout mask (keyed by its
 global row), so chunks compute what the whole computes.
 
+Under remat (V2 tokens by default) the whole attention is only a transient of one layer's
+recompute, while XLA keeps gathered keys and values alive around a ``lax.map`` of chunks, so the
+auto rule keeps the whole attention there until it outgrows the layer's input many times over
+(``REMAT_WHOLE_UP_TO``; the measurements are in docs/performance.md).
+
 Dimension letters as in ``batchformer.py``.
 """
 
@@ -18,6 +23,12 @@ import jax.numpy as jnp
 
 # Below this many attention entries per call, chunking buys nothing worth a loop (4 MiB f32).
 MIN_CHUNKED_ENTRIES = 2 ** 20
+# Under remat, whole attention while one call's attention has at most this many times the
+# entries of the layer's input (H x G against C per query). Compiled train steps on 8 CPU
+# devices (`python -m bf_jax.bench.memory --crossover`): whole was the smaller up to 21 on DeiT-Ti
+# (12 layers) and 32 on DeiT-S (one), chunks from 32 and 37; past that, whole grows with the
+# batch squared and chunks linearly.
+REMAT_WHOLE_UP_TO = 24
 
 
 def dropout(x_NxQxR: jax.Array, rate: float, key: jax.Array | None,
@@ -76,14 +87,15 @@ def _attend_rows(q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD, mask_QxG, rate, key, row
 
 
 def chunk_rows(queries: int, heads: int, keys: int, dim: int, entries: int,
-               query_chunk: int | None) -> int:
+               query_chunk: int | None, remat: bool = False) -> int:
   """Queries per chunk: ``query_chunk`` 0 = all; None = auto, so that one chunk's attention has
   at most as many entries as the layer's input (H x G per query against C), and no chunking
-  under ``MIN_CHUNKED_ENTRIES``; else at most ``query_chunk``. A divisor of ``queries``."""
+  under ``MIN_CHUNKED_ENTRIES`` nor, under ``remat``, while H x G <= ``REMAT_WHOLE_UP_TO`` x C;
+  else at most ``query_chunk``. A divisor of ``queries``."""
   if query_chunk == 0:
     return queries
   if query_chunk is None:
-    if entries <= MIN_CHUNKED_ENTRIES:
+    if entries <= MIN_CHUNKED_ENTRIES or (remat and heads * keys <= REMAT_WHOLE_UP_TO * dim):
       return queries
     query_chunk = max(1, queries * dim // (heads * keys))
   return max(c for c in range(1, min(query_chunk, queries) + 1) if queries % c == 0)
@@ -92,12 +104,14 @@ def chunk_rows(queries: int, heads: int, keys: int, dim: int, entries: int,
 def attend(q_NxQxPxHxD: jax.Array, k_NxGxPxHxD: jax.Array, v_NxGxPxHxD: jax.Array,
            mask_QxG: jax.Array | None, rate: float, key: jax.Array | None,
            rows_NxQ: jax.Array | None, cols: tuple[jax.Array, int] | None = None, *,
-           query_chunk: int | None = None, impl: str | None = None) -> jax.Array:
+           query_chunk: int | None = None, impl: str | None = None,
+           remat: bool = False) -> jax.Array:
   """Attention output [N, Q, P, H, D] with dropout ``rate`` on the probabilities (``key`` None:
-  none), computed in chunks of queries as ``chunk_rows`` decides."""
+  none), computed in chunks of queries as ``chunk_rows`` decides (``remat``: the caller runs
+  under ``jax.checkpoint``)."""
   n, q, p, h, d = q_NxQxPxHxD.shape
   g = k_NxGxPxHxD.shape[1]
-  c = chunk_rows(q, h, g, h * d, n * p * h * q * g, query_chunk)
+  c = chunk_rows(q, h, g, h * d, n * p * h * q * g, query_chunk, remat)
 
   def rows_out(q_chunk, rows_chunk, mask_chunk):
     return _attend_rows(q_chunk, k_NxGxPxHxD, v_NxGxPxHxD, mask_chunk, rate, key, rows_chunk,

@@ -106,24 +106,25 @@ class EncoderLayer(nnx.Module):
     q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD = self._project(x_NxQxPxC, kv_NxGxPxC)
     return probs(q_NxQxPxHxD, k_NxGxPxHxD, mask_QxG, v_NxGxPxHxD.dtype), v_NxGxPxHxD
 
-  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols=None):
+  def _attention(self, x_NxQxPxC, kv_NxGxPxC, mask_QxG, key, rows_NxQ, cols, remat):
     q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD = self._project(x_NxQxPxC, kv_NxGxPxC)
     out_NxQxPxHxD = attend(q_NxQxPxHxD, k_NxGxPxHxD, v_NxGxPxHxD, mask_QxG, self.dropout, key,
                            rows_NxQ, cols, query_chunk=self.query_chunk,
-                           impl=self.attention_impl)
+                           impl=self.attention_impl, remat=remat)
     return self.out_proj(out_NxQxPxHxD.reshape(*out_NxQxPxHxD.shape[:-2], x_NxQxPxC.shape[-1]))
 
   def __call__(self, x_NxQxPxC: jax.Array, kv_NxGxPxC: jax.Array | None,
                mask_QxG: jax.Array | None, key: jax.Array | None,
                rows_NxQ: jax.Array | None = None,
-               cols: tuple[jax.Array, int] | None = None) -> jax.Array:
+               cols: tuple[jax.Array, int] | None = None, remat: bool = False) -> jax.Array:
     """Runs the layer; ``kv=None`` attends within x itself, ``key=None`` disables dropout.
 
     ``rows_NxQ`` are the queries' global sample indices, which key the dropout masks; ``cols``
-    the keys' positions within their group (``attention.dropout``), when not ``range(G)``.
+    the keys' positions within their group (``attention.dropout``), when not ``range(G)``;
+    ``remat`` says the call runs under ``jax.checkpoint`` (``attention.chunk_rows``).
     """
     keys = [None] * 4 if key is None else list(jax.random.split(key, 4))
-    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ, cols)
+    attn = self._attention(x_NxQxPxC, kv_NxGxPxC, mask_QxG, keys[0], rows_NxQ, cols, remat)
     h = self.norm1(x_NxQxPxC + dropout(attn, self.dropout, keys[1], rows_NxQ))
     hidden = dropout(jax.nn.relu(self.linear1(h)), self.dropout, keys[2], rows_NxQ)
     ffn = self.linear2(hidden)
@@ -146,7 +147,8 @@ class BatchFormer(nnx.Module):
     remat: recompute the layer (and its key gather) in the backward pass instead of keeping
       its activations. None: on for V2 tokens [B, L, C], off for V1 features.
     query_chunk: queries per attention chunk (``attention.chunk_rows``): None picks chunks
-      whose attention is no bigger than the layer's input, 0 never chunks.
+      whose attention is no bigger than the layer's input (under remat only once the whole
+      attention would be over 24 times the input), 0 never chunks.
     attention_impl: ``jax.nn.dot_product_attention``'s implementation where there is no
       attention dropout (None/'xla' everywhere, 'cudnn' the fused kernel on NVIDIA GPUs).
     deterministic: the mode when a call does not pass one; like ``nnx.Dropout``'s, it is set
@@ -258,26 +260,29 @@ class BatchFormer(nnx.Module):
     rows_B = first + jnp.arange(b)
     for i, layer in enumerate(self.layers):
       layer_key = None if key is None else jax.random.fold_in(key, i)
-      run = functools.partial(self._run_layer, layer, key=layer_key, rows_B=rows_B, n_dev=n_dev)
+      run = functools.partial(self._run_layer, layer, key=layer_key, rows_B=rows_B, n_dev=n_dev,
+                              remat=remat)
       # Under remat the gather is inside too: keeping the gathered keys for the backward pass
       # would hold G / B times the layer's input; the backward pass gathers them again.
       h_BxPxC = (jax.checkpoint(run) if remat else run)(h_BxPxC)
     return h_BxPxC
 
   def _run_layer(self, layer: EncoderLayer, h_BxPxC: jax.Array, *, key: jax.Array | None,
-                 rows_B: jax.Array, n_dev: int) -> jax.Array:
+                 rows_B: jax.Array, n_dev: int, remat: bool) -> jax.Array:
     b, k = h_BxPxC.shape[0], self.group_size
     if k is not None and b % k == 0:
       # Groups never straddle devices: attend within local groups, no communication.
       h_NxQxPxC = h_BxPxC.reshape(b // k, k, *h_BxPxC.shape[1:])
-      return layer(h_NxQxPxC, None, None, key, rows_B.reshape(b // k, k)).reshape(h_BxPxC.shape)
+      return layer(h_NxQxPxC, None, None, key, rows_B.reshape(b // k, k),
+                   remat=remat).reshape(h_BxPxC.shape)
     if self.axis_name is None:
-      return layer(h_BxPxC[None], None, None, key, rows_B[None])[0]
+      return layer(h_BxPxC[None], None, None, key, rows_B[None], remat=remat)[0]
     kv_GxPxC, mask_QxG = self._gather_keys(h_BxPxC, n_dev)
     # Masked groups lay out every gathered key; the attention-dropout draw must still be
     # the one the grouped path makes: one value per position within the group.
     cols = None if mask_QxG is None else (jnp.arange(b * n_dev) % k, k)
-    return layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, key, rows_B[None], cols)[0]
+    return layer(h_BxPxC[None], kv_GxPxC[None], mask_QxG, key, rows_B[None], cols,
+                 remat=remat)[0]
 
   def _gather_keys(self, h_BxPxC: jax.Array, n_dev: int):
     """All-gathers this layer's input once: the whole batch, or only the query's group."""

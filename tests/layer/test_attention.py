@@ -66,6 +66,42 @@ def test_chunk_rows():
   assert attention.chunk_rows(8, 1, 4, 64, big, None) == 8  # attention already small
 
 
+def test_chunk_rows_under_remat_keeps_the_whole_attention_up_to_its_bound():
+  big = 2 * attention.MIN_CHUNKED_ENTRIES
+  up_to = attention.REMAT_WHOLE_UP_TO
+  # DeiT-S's layer (4 heads, C 384) at global batch 1024 on 8 devices: 4 x 1024 / 384 = 10.7.
+  assert attention.chunk_rows(128, 4, 1024, 384, big, None, remat=True) == 128
+  assert attention.chunk_rows(128, 4, 1024, 384, big, None, remat=False) == 8
+  # At the bound the whole attention stays; one key more and it is chunked as without remat.
+  assert attention.chunk_rows(64, 4, 16 * up_to, 64, big, None, remat=True) == 64
+  assert attention.chunk_rows(64, 4, 16 * up_to + 1, 64, big, None, remat=True) == \
+      attention.chunk_rows(64, 4, 16 * up_to + 1, 64, big, None, remat=False) < 64
+  # Batch 4096 on 8 devices: 42.7 > the bound; at most 12 queries (512 x 384 / 16384), so 8.
+  assert attention.chunk_rows(512, 4, 4096, 384, big, None, remat=True) == 8
+  assert attention.chunk_rows(128, 4, 1024, 384, big, 0, remat=True) == 128
+  assert attention.chunk_rows(128, 4, 1024, 384, big, 4, remat=True) == 4  # a cap still holds
+
+
+def _loops(bf, x) -> int:
+  """While loops in the lowered gradient program (chunked attention adds its lax.map's)."""
+  graphdef, params, rest = nnx.split(bf, nnx.Param, ...)
+  fn = jax.jit(jax.grad(lambda p, x: _objective(graphdef, rest, jnp.ones_like(x), KEY)(p, x)[0]))
+  return fn.lower(params, x).as_text().count("stablehlo.while")
+
+
+def test_auto_rule_runs_whole_attention_under_remat_until_the_bound():
+  """Tokens [64, 80, 16], 4 heads: 1.3M attention entries, H x G / C = 16 <= the bound, so V2
+  (remat by default) runs the whole attention and the same call without remat chunks it;
+  [512, 2, 16] is 128 and chunked either way."""
+  assert 4 * 64 / C <= attention.REMAT_WHOLE_UP_TO < 4 * 512 / C
+  loops = lambda x, **kw: _loops(BatchFormer(C, rngs=nnx.Rngs(0), **kw), x)
+  x = jnp.ones((64, 80, C))
+  assert loops(x) == loops(x, query_chunk=0)
+  assert loops(x, remat=False) > loops(x, remat=False, query_chunk=0)
+  wide = jnp.ones((512, 2, C))
+  assert loops(wide) > loops(wide, query_chunk=0)
+
+
 @pytest.mark.parametrize("shape, group_size", [((8, 3, C), None), ((8, 3, C), 4), ((8, C), None)])
 def test_chunks_and_remat_equal_the_whole_attention(shape, group_size):
   x, dy = _data(shape)
