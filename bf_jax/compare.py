@@ -28,8 +28,9 @@ from bf_jax.trainer import pairing, plots, run_record
 
 # Bookkeeping fields of a result, not metrics.
 _NOT_METRICS = {"step", "preempted", "selected_step", "seed", "trial_seed", "history", "swad_eval"}
-# Config fields that may differ between arms: the treatment itself, and the probe of it.
-_ARM_FIELDS = ("bf.", "probe.")  # the probe only reads the trained layer
+# Config fields that may differ between arms: the treatment itself, the probe of it (it only
+# reads the trained layer) and what the backward pass recomputes (memory, not the math).
+_ARM_FIELDS = ("bf.", "probe.", "model.remat")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,8 @@ the later ones act on the BatchFormer stream only; removed at test time.
 Hardware: one GPU. Data: TFDS cifar100. No result measured yet; the paper reports ImageNet only.
 
 Args: bf=on|off, smoke, shared=on|off (one layer for all points or one each), epochs=N,
-scope=paper|global|device|K.
+scope=paper|global|device|K, remat=none|streams|all (model.remat: recompute the blocks on both
+streams, or all blocks, in the backward pass; memory in docs/performance.md).
 Attention groups (scope=paper, the default): groups of 64: deit_share/main.py's per-GPU batch
 default (DDP, the layer inside each replica; its GPU count is not stated).
 """
@@ -21,7 +22,7 @@ default (DDP, the layer inside each replica; its GPU count is not stated).
 from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, shared=True, epochs=200, scope="paper")
+ARGS = dict(bf=True, smoke=False, shared=True, epochs=200, scope="paper", remat="none")
 PAPER_SCOPE = "64"  # the paper's attention groups (docstring)
 IMAGES, BATCH = 50_000, 256
 
@@ -44,4 +45,5 @@ def get_config(arg: str | None = None):
   if arg.smoke:
     shrink_for_smoke(c)
   c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
+  c.model.remat = arg.remat
   return c

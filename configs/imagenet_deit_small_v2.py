@@ -19,7 +19,9 @@ Paper (BatchFormerV2, the paper's numbers, not ours): DeiT-T 72.2 -> 72.7, DeiT-
 DeiT-B 81.7 -> 82.2 ImageNet top-1.
 
 Args: bf=on|off, smoke, arch=deit_tiny|deit_small|deit_base, insert_after=N (one block),
-epochs=N, scope=paper|global|device|K.
+epochs=N, scope=paper|global|device|K, remat=none|streams|all (model.remat: recompute the
+blocks after insert_after, which run on both streams, or all blocks, in the backward pass;
+memory in docs/performance.md).
 Attention groups (scope=paper, the default): groups of 64: deit_share/main.py's per-GPU batch
 default (DDP, the layer inside each replica; its GPU count is not stated).
 """
@@ -27,7 +29,8 @@ default (DDP, the layer inside each replica; its GPU count is not stated).
 from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
-ARGS = dict(bf=True, smoke=False, arch="deit_small", insert_after=8, epochs=300, scope="paper")
+ARGS = dict(bf=True, smoke=False, arch="deit_small", insert_after=8, epochs=300, scope="paper",
+            remat="none")
 PAPER_SCOPE = "64"  # the paper's attention groups (docstring)
 IMAGES, BATCH = 1_281_167, 1024
 
@@ -53,4 +56,5 @@ def get_config(arg: str | None = None):
     shrink_for_smoke(c, image_size=32)
     c.model.update(patch=8, dtype="float32")
   c.bf.scope = paper_scope(arg.scope, PAPER_SCOPE, c.batch_size)
+  c.model.remat = arg.remat
   return c

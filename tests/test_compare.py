@@ -108,3 +108,11 @@ def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
     compare.main(["--baseline", str(tmp_path / "nothing*"), "--treatment", str(tmp_path)])
   assert e.value.code == 2
   assert "nothing*' matches nothing" in capsys.readouterr().err
+
+
+def test_what_the_backward_pass_recomputes_is_not_a_pairing_difference():
+  a = {"model": {"remat": "none", "name": "deit_tiny"}, "bf": {"enabled": False}}
+  b = {"model": {"remat": "streams", "name": "deit_tiny"}, "bf": {"enabled": True}}
+  assert compare._config_differences(a, b) == set()
+  assert compare._config_differences(a, {**b, "model": {"remat": "all", "name": "x"}}) == {
+      "model.name"}

@@ -1,12 +1,16 @@
 """Device memory of the real compiled train step of a config, with and without BatchFormer.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.memory
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.memory --crossover
 
 Each case compiles (never runs) the train step a config builds at the config's own shapes: the
 per-device program of the sharded step on the devices given, its batch abstract, so an ImageNet
 shape costs no image memory. ``Compiled.memory_analysis()`` gives temp bytes (activations kept
 for the backward pass, workspace) and argument bytes (state + batch); XLA's CPU compiler
 schedules like its accelerator ones but fuses differently, so the figures are this backend's.
+Compiled FLOPs are XLA's cost analysis, which counts a loop's body once (chunked attention).
+``--crossover`` compiles the V2 configs at global scope over growing batches with the whole
+attention and with chunks of queries, beside the layer's own (auto) choice.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from bf_jax.data import mixup
+from bf_jax.layer import attention
 from bf_jax.models.classifier import build_model
 from bf_jax.trainer import losses, optim, sharding, steps
 from bf_jax.trainer.sharding import AXIS
@@ -39,11 +44,13 @@ class Case:
   arg: str  # its config arg (bf=on|off, scope=..., ...)
   batch: int | None = None  # None: the config's own global batch
   streams_only: bool = False  # V2: the two streams with the BatchFormer layers as identities
+  attention: str = "auto"  # the layers' own rule, or forced: "whole" or "chunks" (global scope)
 
   @property
   def name(self) -> str:
     return (f"{self.config}:{self.arg}" + (f" batch {self.batch}" if self.batch else "")
-            + (" (layers as identity)" if self.streams_only else ""))
+            + (" (layers as identity)" if self.streams_only else "")
+            + (f" ({self.attention} attention)" if self.attention != "auto" else ""))
 
 
 class _Identity(nnx.Module):
@@ -62,7 +69,7 @@ def load_config(name: str, arg: str):
 
 
 def compiled_step(case: Case, devices: Sequence[jax.Device]):
-  """(compiled train step, config) of ``case`` on ``devices``."""
+  """(compiled train step, config, the BatchFormers) of ``case`` on ``devices``."""
   c = load_config(case.config, case.arg)
   if case.batch:
     c.batch_size = case.batch
@@ -74,6 +81,9 @@ def compiled_step(case: Case, devices: Sequence[jax.Device]):
   if case.streams_only:
     for point in list(model.bfs.keys()):
       model.bfs[point] = _Identity()
+  bfs = [] if case.streams_only else list(getattr(model, "bfs", {}).values())
+  if case.attention != "auto":
+    force_attention(bfs, case.attention, c.batch_size // len(devices), c.batch_size)
   graphdef, params, stats, other = steps.split_model(model)
   tx, _ = optim.build_optimizer(c.optim, c.bf, max(c.total_steps, 1))
   loss_fn = losses.build_loss(c.loss, np.ones(classes), c.model.experts)
@@ -87,44 +97,102 @@ def compiled_step(case: Case, devices: Sequence[jax.Device]):
   batch = {"image": jax.ShapeDtypeStruct((c.batch_size, size, size, 3), jnp.float32,
                                          sharding=batch_sharding),
            "label": jax.ShapeDtypeStruct((c.batch_size,), jnp.int32, sharding=batch_sharding)}
-  return step.lower(state, batch, np.int32(0)).compile(), c
+  return step.lower(state, batch, np.int32(0)).compile(), c, bfs
 
 
 def measure(case: Case, devices: Sequence[jax.Device]) -> dict:
   t = time.perf_counter()
-  compiled, c = compiled_step(case, devices)
+  compiled, c, bfs = compiled_step(case, devices)
   mem = compiled.memory_analysis()
-  return {"case": case.name, "model": c.model.name, "dtype": c.model.dtype,
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost  # older JAX: one dict per program
+  queries, keys = c.batch_size // len(devices), c.batch_size
+  return {"keys_per_dim": bfs[0].num_heads * keys / bfs[0].dim if bfs else None,
+          "auto": auto_choice(bfs[0], queries, keys) if bfs else "-", "case": case.name, "model": c.model.name, "dtype": c.model.dtype,
           "batch": c.batch_size, "devices": len(devices),
           "bf": bool(c.bf.enabled), "streams_only": case.streams_only,
           "scope": c.bf.scope if c.bf.enabled else "-",
-          "temp_mib": mem.temp_size_in_bytes / MiB,
+          "temp_mib": mem.temp_size_in_bytes / MiB, "gflops": cost.get("flops", 0.0) / 1e9,
           "argument_mib": mem.argument_size_in_bytes / MiB,
           "compile_s": time.perf_counter() - t}
 
 
-# Each V2 config at its own shape in the paper's groups and globally; V1 ResNet-50 batch 256.
+def auto_choice(bf, queries: int, keys: int) -> str:
+  """What the layer's own rule runs for a global-scope call of V2 tokens (under remat)."""
+  c = attention.chunk_rows(queries, bf.num_heads, keys, bf.dim,
+                           attention.MIN_CHUNKED_ENTRIES + 1, None, remat=True)
+  return "whole" if c == queries else f"chunks of {c}"
+
+
+def global_chunk(bf, queries: int, keys: int) -> int:
+  """Queries per chunk the rule without remat picks for a global-scope call of ``bf``."""
+  h = bf.num_heads
+  return attention.chunk_rows(queries, h, keys, bf.dim, attention.MIN_CHUNKED_ENTRIES + 1, None)
+
+
+def force_attention(bfs, mode: str, queries: int, keys: int) -> None:
+  """Sets every layer's ``query_chunk``: 0 for "whole", else the chunks sized to the input."""
+  if mode not in ("whole", "chunks"):
+    raise ValueError(f"attention={mode!r} must be 'auto', 'whole' or 'chunks'.")
+  for bf in bfs:
+    for layer in bf.layers:
+      layer.query_chunk = 0 if mode == "whole" else global_chunk(bf, queries, keys)
+
+
+# Each V2 config at its own shape in the paper's groups and globally, and with the blocks on
+# both streams recomputed in the backward pass; V1 ResNet-50 batch 256.
 V2 = ("cifar100_deit_tiny_v2.py", "imagenet_deit_small_v2.py")
 CASES = (
     [case for v2 in V2 for case in (
         Case(v2, "bf=off"), Case(v2, "bf=on", streams_only=True), Case(v2, "bf=on"),
-        Case(v2, "bf=on,scope=global"))]
+        Case(v2, "bf=on,scope=global"), Case(v2, "bf=on,remat=streams"),
+        Case(v2, "bf=on,scope=global,remat=streams"), Case(v2, "bf=off,remat=all"))]
     + [Case("imagenet_lt_balanced_softmax_r50.py", a, batch=256)
        for a in ("bf=off", "bf=on")])
 
 
-def table(rows: list[dict]) -> str:
-  """Markdown: each case's temp and argument MiB, and its temp over the same config's bf=off."""
-  config = lambda r: r["case"].split(":")[0]
-  base = {config(r): r["temp_mib"] for r in rows if not r["bf"]}
-  streams = {config(r): r["temp_mib"] for r in rows if r["streams_only"]}
-  out = ["| config (arg) | model | batch / devices | temp MiB | x no-BF | x two streams | "
-         "argument MiB |", "|---|---|---|---|---|---|---|"]
-  ratio = lambda r, ref: f"{r['temp_mib'] / ref:.2f}" if ref and r["bf"] else "-"
+# V2 at global scope over growing batches: whole attention against chunks, where they cross.
+CROSSOVER = [Case(v2, "bf=on,scope=global", batch=b, attention=a)
+             for v2, batches in (("cifar100_deit_tiny_v2.py", (256, 1024, 1536, 2048)),
+                                 ("imagenet_deit_small_v2.py", (1024, 2048, 3072, 3584, 4096)))
+             for b in batches for a in ("whole", "chunks")]
+
+
+def crossover_table(rows: list[dict]) -> str:
+  """Markdown: per config and batch, whole vs chunks temp MiB and what auto picks."""
+  pairs: dict[tuple, dict] = {}
   for r in rows:
+    key = (r["case"].split(":")[0], r["batch"], r["devices"])
+    pairs.setdefault(key, {"r": r})[r["case"].rsplit("(", 1)[1].split()[0]] = r["temp_mib"]
+  out = ["| config | batch / devices | H x G / C | whole MiB | chunks MiB | smaller | auto |",
+         "|---|---|---|---|---|---|---|"]
+  cell = lambda v: "-" if v is None else f"{v:,.1f}"
+  for (config, batch, devices), p in pairs.items():
+    whole, chunks = p.get("whole"), p.get("chunks")
+    smaller = "-" if None in (whole, chunks) else ("whole" if whole <= chunks else "chunks")
+    out.append(f"| {config} | {batch} / {devices} | {p['r']['keys_per_dim']:.1f} | "
+               f"{cell(whole)} | {cell(chunks)} | {smaller} | {p['r']['auto']} |")
+  return "\n".join(out)
+
+
+def table(rows: list[dict]) -> str:
+  """Markdown: each case's temp and argument MiB, its temp over the same config's plain bf=off
+  step and over its two streams, and its compiled FLOPs over bf=off's."""
+  config = lambda r: r["case"].split(":")[0]
+  arg = lambda r: r["case"].split(":", 1)[1].split(" ")[0]
+  base = {config(r): r for r in rows if arg(r) == "bf=off"}
+  streams = {config(r): r for r in rows if r["streams_only"]}
+  out = ["| config (arg) | model | batch / devices | temp MiB | x no-BF | x two streams | "
+         "argument MiB | x no-BF FLOPs |", "|---|---|---|---|---|---|---|---|"]
+
+  def ratio(r, ref, field="temp_mib"):
+    return f"{r[field] / ref[field]:.2f}" if ref and ref is not r and ref[field] else "-"
+
+  for r in rows:
+    b, s = base.get(config(r)), streams.get(config(r))
     out.append(f"| {r['case']} | {r['model']} {r['dtype']} | {r['batch']} / {r['devices']} | "
-               f"{r['temp_mib']:,.1f} | {ratio(r, base.get(config(r)))} | "
-               f"{ratio(r, streams.get(config(r)))} | {r['argument_mib']:,.1f} |")
+               f"{r['temp_mib']:,.1f} | {ratio(r, b)} | {ratio(r, s) if r['bf'] else '-'} | "
+               f"{r['argument_mib']:,.1f} | {ratio(r, b, 'gflops')} |")
   return "\n".join(out)
 
 
@@ -132,19 +200,21 @@ def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--devices", type=int, default=8)
   p.add_argument("--only", default="", help="run the cases whose name contains this")
+  p.add_argument("--crossover", action="store_true",
+                 help="whole attention vs chunks at global scope over growing batches")
   args = p.parse_args(argv)
   devices = jax.devices()[:args.devices]
   if len(devices) < args.devices:
     raise SystemExit(f"--devices={args.devices} but JAX sees {len(jax.devices())}; set "
                      f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}.")
   rows = []
-  for case in CASES:
+  for case in CROSSOVER if args.crossover else CASES:
     if args.only in case.name:
       rows.append(measure(case, devices))
       print(f"# {rows[-1]['case']}: temp {rows[-1]['temp_mib']:,.1f} MiB "
             f"(compiled in {rows[-1]['compile_s']:.0f} s)", flush=True)
   print(f"\n{jax.devices()[0].platform}, JAX {jax.__version__}\n")
-  print(table(rows))
+  print(crossover_table(rows) if args.crossover else table(rows))
 
 
 if __name__ == "__main__":

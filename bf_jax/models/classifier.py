@@ -115,7 +115,7 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
     return build_vit(model_cfg.name, size, model_cfg.patch, chans, num_classes,
                      drop_path=model_cfg.drop_path, insert_after=insert_after,
                      shared_bf=bf_cfg.shared_layers, bf_kwargs=bf_kwargs,
-                     dtype=DTYPES[model_cfg.dtype], rngs=rngs)
+                     dtype=DTYPES[model_cfg.dtype], rngs=rngs, remat=model_cfg.remat)
   if model_cfg.experts:
     if freeze_backbone:
       raise ValueError("init.freeze_backbone is for the single-head classifier, not RIDE "

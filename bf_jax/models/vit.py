@@ -11,6 +11,10 @@ BatchFormerV2 (``bf_jax/layer/v2.py``): in training a BatchFormer acts after eac
 batch into [original stream; BatchFormer stream], the later ones transform the second half
 only, and every block and the head are shared by the two streams. ``eval_logits`` never runs a
 BatchFormer: the evaluated network is the plain ViT.
+
+``remat="streams"`` recomputes, in the backward pass, the blocks that run on both streams
+instead of keeping their activations: the second stream then costs compute, not the memory of a
+doubled batch (``"all"``: every block, for a baseline kept on the same footing).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ VIT_ARCHS = {  # (width, depth, heads)
     "deit_tiny": (192, 12, 3), "deit_small": (384, 12, 6), "deit_base": (768, 12, 12),
 }
 _TRUNC = nnx.initializers.truncated_normal(stddev=0.02)
+REMAT = ("none", "streams", "all")
 
 
 def _linear(cin: int, cout: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
@@ -104,7 +109,9 @@ class ViT(nnx.Module):
   def __init__(self, image_size: int, patch: int, in_chans: int, num_classes: int, dim: int,
                depth: int, heads: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.1,
                bfs: nnx.Dict | None = None, axis_name: str | None = None, dtype: Any = None,
-               rngs: nnx.Rngs):
+               remat: str = "none", rngs: nnx.Rngs):
+    if remat not in REMAT:
+      raise ValueError(f"model.remat={remat!r} must be one of {REMAT}.")
     if image_size % patch:
       raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}.")
     grid = image_size // patch
@@ -118,7 +125,7 @@ class ViT(nnx.Module):
     self.head = _linear(dim, num_classes, dtype, rngs)
     self.bfs = bfs if bfs is not None else nnx.Dict()
     self.axis_name = axis_name  # the data axis, inside shard_map: global rows for drop path
-    self.dtype = dtype
+    self.dtype, self.remat = dtype, remat
 
   def _tokens(self, images_BxHxWxC: jax.Array) -> jax.Array:
     x = self.patch_embed(images_BxHxWxC)
@@ -144,7 +151,13 @@ class ViT(nnx.Module):
     rows_2B = jnp.concatenate([rows_B, total + rows_B])
 
     def block_fn(blk, k):
-      return lambda x: blk(x, k, rows_B if x.shape[0] == b else rows_2B)
+      def run(x):
+        both = x.shape[0] != b
+        call = lambda x: blk(x, k, rows_2B if both else rows_B)
+        if self.remat == "all" or (self.remat == "streams" and both):
+          call = jax.checkpoint(call)
+        return call(x)
+      return run
 
     blocks = [block_fn(blk, k) for blk, k in zip(self.blocks, path_keys)]
     bfs = v2.by_index(self.bfs)
@@ -160,7 +173,7 @@ class ViT(nnx.Module):
 
 def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes: int, *,
               drop_path: float, insert_after: Sequence[int], shared_bf: bool, bf_kwargs: dict,
-              dtype: Any, rngs: nnx.Rngs) -> ViT:
+              dtype: Any, rngs: nnx.Rngs, remat: str = "none") -> ViT:
   """A DeiT size by name (``VIT_ARCHS``) with BatchFormers after ``insert_after``."""
   if arch not in VIT_ARCHS:
     raise ValueError(f"model.name={arch!r} is not a ViT; choose one of {sorted(VIT_ARCHS)}.")
@@ -173,4 +186,5 @@ def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes
   bfs = v2.make_batchformers(dim, insert_after, shared=shared_bf, rngs=bf_stream(rngs),
                              **bf_kwargs)
   return ViT(image_size, patch, in_chans, num_classes, dim, depth, heads, drop_path=drop_path,
-             bfs=bfs, axis_name=bf_kwargs.get("axis_name"), dtype=dtype, rngs=rngs)
+             bfs=bfs, axis_name=bf_kwargs.get("axis_name"), dtype=dtype, remat=remat,
+             rngs=rngs)

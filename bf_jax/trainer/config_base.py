@@ -83,7 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
       head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)
       experts=0,  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
       freeze_bn=False,  # BatchNorm on running statistics in training (DomainBed's ResNets)
-      patch=16, drop_path=0.0))  # ViTs (model.name deit_tiny | deit_small | deit_base)
+      patch=16, drop_path=0.0,  # ViTs (model.name deit_tiny | deit_small | deit_base)
+      remat="none"))  # ViTs: "streams" recomputes the blocks on both streams in backward; "all"
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",  # "sgd" | "adamw" | "lars"

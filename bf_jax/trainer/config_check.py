@@ -15,6 +15,7 @@ from bf_jax.data.long_tail import PROFILES
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.layer.batchformer import MODES
 from bf_jax.models.classifier import BACKBONES, HEADS
+from bf_jax.models.vit import REMAT as VIT_REMAT
 from bf_jax.models.vit import VIT_ARCHS
 from bf_jax.trainer.losses import LOSSES
 from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
@@ -147,6 +148,9 @@ def validate(cfg, accepts: Accepts) -> None:
   elif tuple(cfg.bf.insert_after):
     fail("bf.insert_after", tuple(cfg.bf.insert_after), "places BatchFormerV2 inside a ViT; "
          f"model.name={cfg.model.name!r} uses the V1 layer on pooled features: set it to ()")
+  elif cfg.model.remat != "none":
+    fail("model.remat", cfg.model.remat, f"is built for the ViTs' blocks; model.name="
+         f"{cfg.model.name!r} runs without it: set it to 'none'")
   check_num(cfg, "optim.backbone_lr_mult", 0.0)
   check_num(cfg, "optim.ema_decay", 0.0, 1.0)
   if cfg.optim.ema_decay >= 1.0 or (cfg.optim.ema_decay and not accepts.ema):
@@ -172,6 +176,9 @@ def _vit(cfg, accepts: Accepts) -> None:
   check_num(cfg, "model.drop_path", 0.0, 1.0)
   if cfg.model.drop_path >= 1.0:
     fail("model.drop_path", cfg.model.drop_path, "must be below 1")
+  if cfg.model.remat not in VIT_REMAT:
+    fail("model.remat", cfg.model.remat, f"must be one of {VIT_REMAT} ('streams': recompute the "
+         "blocks that run on both streams in the backward pass)")
   if not accepts.vit or cfg.model.experts:
     fail("model.name", cfg.model.name, f"(a ViT) is not for task={cfg.task!r} or for "
          f"model.experts={cfg.model.experts}; a ViT task takes model.experts=0")

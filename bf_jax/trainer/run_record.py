@@ -44,7 +44,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def allowed_changes(config) -> set[str]:
   """The fields a restart may change: ``config.resume_changes`` (comma-separated names)."""
   names = {n.strip() for n in str(config.resume_changes).split(",") if n.strip()}
-  return names | {"resume_changes", "probe.enabled", "probe.batches", "probe.seed"}
+  # The probe only reads the model; remat changes what the backward pass recomputes, not the math.
+  return names | {"resume_changes", "probe.enabled", "probe.batches", "probe.seed", "model.remat"}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

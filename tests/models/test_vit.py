@@ -154,3 +154,48 @@ def test_the_vit_batchformers_get_the_batchformer_lr():
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   np.testing.assert_allclose(updates["bfs"], -0.1)
   np.testing.assert_allclose(updates["blocks"], -1.0)
+
+
+def _loss_and_grads(remat, images, labels):
+  """The V2 stream loss and its gradients, dropout and drop path on, blocks 1-3 on two streams."""
+  from bf_jax.layer import v2
+  rngs = nnx.Rngs(0)
+  bfs = v2.make_batchformers(32, (0, 2), shared=False, dropout=0.5, rngs=rngs)
+  model = ViT(16, 4, 3, 5, 32, 4, 4, drop_path=0.3, bfs=bfs, remat=remat, rngs=rngs)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss(params):
+    logits, targets = nnx.merge(graphdef, params, rest).train_logits(images, labels,
+                                                                      jax.random.key(1))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+  fn = jax.jit(jax.value_and_grad(loss))
+  return fn(params), fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_remat_recomputes_the_two_streams_without_changing_the_step():
+  images = _images(16)
+  labels = jnp.arange(16) % 5
+  (want, grads), plain = _loss_and_grads("none", images, labels)
+  assert jax.tree.reduce(lambda n, g: n + int(jnp.any(g != 0)), grads, 0) > 0
+  temps = {}
+  for remat in ("streams", "all"):
+    (loss, got), temps[remat] = _loss_and_grads(remat, images, labels)
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert temps["all"] < temps["streams"] < plain, (temps, plain)
+
+
+def test_remat_is_checked():
+  with pytest.raises(ValueError, match="model.remat='blocks'"):
+    ViT(16, 4, 3, 5, 32, 1, 4, remat="blocks", rngs=nnx.Rngs(0))
+  c = base_config()
+  c.model.update(name="deit_tiny", remat="every")
+  c.bf.update(enabled=True, insert_after=(8,))
+  with pytest.raises(ValueError, match="model.remat"):
+    tasks.validate(c)
+  c.model.update(name="resnet18", remat="streams")
+  c.bf.update(insert_after=())
+  with pytest.raises(ValueError, match="model.remat='streams' is built for the ViTs"):
+    tasks.validate(c)

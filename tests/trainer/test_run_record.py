@@ -116,3 +116,8 @@ def test_a_field_the_schema_gained_since_the_run_resumes_at_its_default(tmp_path
   config.paco.alpha = 0.5
   with pytest.raises(ValueError, match=r"paco\.alpha: '<absent>' \(recorded\) -> 0\.5"):
     run_record.check(config, tmp_path)
+
+
+def test_a_restart_may_change_what_the_backward_pass_recomputes():
+  allowed = run_record.allowed_changes(_config())
+  assert "model.remat" in allowed and "model.name" not in allowed
