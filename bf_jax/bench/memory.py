@@ -2,6 +2,8 @@
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.memory
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m bf_jax.bench.memory --crossover
+  XLA_FLAGS=--xla_force_host_platform_device_count=32 python -m bf_jax.bench.memory --crossover \
+      --devices 32 --batch 4096 --only small
 
 Each case compiles (never runs) the train step a config builds at the config's own shapes: the
 per-device program of the sharded step on the devices given, its batch abstract, so an ImageNet
@@ -202,13 +204,17 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--only", default="", help="run the cases whose name contains this")
   p.add_argument("--crossover", action="store_true",
                  help="whole attention vs chunks at global scope over growing batches")
+  p.add_argument("--batch", type=int, default=0, help="every case at this global batch")
   args = p.parse_args(argv)
   devices = jax.devices()[:args.devices]
   if len(devices) < args.devices:
     raise SystemExit(f"--devices={args.devices} but JAX sees {len(jax.devices())}; set "
                      f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}.")
   rows = []
-  for case in CROSSOVER if args.crossover else CASES:
+  cases = CROSSOVER if args.crossover else CASES
+  if args.batch:
+    cases = list(dict.fromkeys(dataclasses.replace(c, batch=args.batch) for c in cases))
+  for case in cases:
     if args.only in case.name:
       rows.append(measure(case, devices))
       print(f"# {rows[-1]['case']}: temp {rows[-1]['temp_mib']:,.1f} MiB "
