@@ -109,8 +109,9 @@ def measure(case: Case, devices: Sequence[jax.Device]) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost  # older JAX: one dict per program
   queries, keys = c.batch_size // len(devices), c.batch_size
-  return {"keys_per_dim": bfs[0].num_heads * keys / bfs[0].dim if bfs else None,
-          "auto": auto_choice(bfs[0], queries, keys) if bfs else "-", "case": case.name, "model": c.model.name, "dtype": c.model.dtype,
+  return {"case": case.name, "model": c.model.name, "dtype": c.model.dtype,
+          "attention": case.attention, "auto": auto_choice(bfs[0], queries, keys) if bfs else "-",
+          "keys_per_dim": bfs[0].num_heads * keys / bfs[0].dim if bfs else None,
           "batch": c.batch_size, "devices": len(devices),
           "bf": bool(c.bf.enabled), "streams_only": case.streams_only,
           "scope": c.bf.scope if c.bf.enabled else "-",
@@ -128,8 +129,8 @@ def auto_choice(bf, queries: int, keys: int) -> str:
 
 def global_chunk(bf, queries: int, keys: int) -> int:
   """Queries per chunk the rule without remat picks for a global-scope call of ``bf``."""
-  h = bf.num_heads
-  return attention.chunk_rows(queries, h, keys, bf.dim, attention.MIN_CHUNKED_ENTRIES + 1, None)
+  return attention.chunk_rows(queries, bf.num_heads, keys, bf.dim,
+                              attention.MIN_CHUNKED_ENTRIES + 1, None)
 
 
 def force_attention(bfs, mode: str, queries: int, keys: int) -> None:
@@ -165,7 +166,7 @@ def crossover_table(rows: list[dict]) -> str:
   pairs: dict[tuple, dict] = {}
   for r in rows:
     key = (r["case"].split(":")[0], r["batch"], r["devices"])
-    pairs.setdefault(key, {"r": r})[r["case"].rsplit("(", 1)[1].split()[0]] = r["temp_mib"]
+    pairs.setdefault(key, {"r": r})[r["attention"]] = r["temp_mib"]
   out = ["| config | batch / devices | H x G / C | whole MiB | chunks MiB | smaller | auto |",
          "|---|---|---|---|---|---|---|"]
   cell = lambda v: "-" if v is None else f"{v:,.1f}"

@@ -84,7 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
       experts=0,  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
       freeze_bn=False,  # BatchNorm on running statistics in training (DomainBed's ResNets)
       patch=16, drop_path=0.0,  # ViTs (model.name deit_tiny | deit_small | deit_base)
-      remat="none"))  # ViTs: "streams" recomputes the blocks on both streams in backward; "all"
+      # ViTs, what the backward pass recomputes instead of keeping: "none", "streams" (the
+      # blocks that run on both V2 streams) or "all" (every block).
+      remat="none"))
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",  # "sgd" | "adamw" | "lars"

@@ -30,7 +30,8 @@ def test_auto_choice_follows_the_layer_rule():
 def test_crossover_table_pairs_whole_and_chunks():
   row = lambda mode, batch, mib, auto: {
       "case": f"deit.py:bf=on,scope=global batch {batch} ({mode} attention)", "batch": batch,
-      "devices": 8, "temp_mib": mib, "keys_per_dim": batch * 4 / 384, "auto": auto}
+      "devices": 8, "temp_mib": mib, "keys_per_dim": batch * 4 / 384, "auto": auto,
+      "attention": mode}
   rows = [row("whole", 1024, 100.0, "whole"), row("chunks", 1024, 120.0, "whole"),
           row("whole", 4096, 900.0, "chunks of 8"), row("chunks", 4096, 700.0, "chunks of 8")]
   lines = memory.crossover_table(rows).splitlines()
