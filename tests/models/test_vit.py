@@ -199,3 +199,14 @@ def test_remat_is_checked():
   c.bf.update(insert_after=())
   with pytest.raises(ValueError, match="model.remat='streams' is built for the ViTs"):
     tasks.validate(c)
+
+
+@pytest.mark.parametrize("name", ["cifar100_deit_tiny_v2", "imagenet_deit_small_v2"])
+def test_v2_configs_pass_remat_to_the_vit(name):
+  from helpers import load_config
+  c = load_config(name, "smoke,remat=streams")
+  tasks.validate(c)
+  model = build_model(c.model, c.bf, c.data.num_classes, (32, 32, 3), 4, seed=0)
+  assert model.remat == "streams"
+  with pytest.raises(ValueError, match="model.remat='fast'"):
+    tasks.validate(load_config(name, "smoke,remat=fast"))
