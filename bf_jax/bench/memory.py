@@ -120,26 +120,27 @@ def measure(case: Case, devices: Sequence[jax.Device]) -> dict:
           "compile_s": time.perf_counter() - t}
 
 
+def _auto_chunk(bf, queries: int, keys: int, remat: bool) -> int:
+  """Queries per chunk the layer's auto rule picks for a big global-scope call of ``bf``."""
+  return attention.chunk_rows(queries, bf.num_heads, keys, bf.dim,
+                              attention.MIN_CHUNKED_ENTRIES + 1, None, remat)
+
+
 def auto_choice(bf, queries: int, keys: int) -> str:
   """What the layer's own rule runs for a global-scope call of V2 tokens (under remat)."""
-  c = attention.chunk_rows(queries, bf.num_heads, keys, bf.dim,
-                           attention.MIN_CHUNKED_ENTRIES + 1, None, remat=True)
+  c = _auto_chunk(bf, queries, keys, remat=True)
   return "whole" if c == queries else f"chunks of {c}"
 
 
-def global_chunk(bf, queries: int, keys: int) -> int:
-  """Queries per chunk the rule without remat picks for a global-scope call of ``bf``."""
-  return attention.chunk_rows(queries, bf.num_heads, keys, bf.dim,
-                              attention.MIN_CHUNKED_ENTRIES + 1, None)
-
-
 def force_attention(bfs, mode: str, queries: int, keys: int) -> None:
-  """Sets every layer's ``query_chunk``: 0 for "whole", else the chunks sized to the input."""
+  """Sets every layer's ``query_chunk``: 0 for "whole", else the chunks the rule without remat
+  sizes to the layer's input."""
   if mode not in ("whole", "chunks"):
     raise ValueError(f"attention={mode!r} must be 'auto', 'whole' or 'chunks'.")
   for bf in bfs:
+    chunk = 0 if mode == "whole" else _auto_chunk(bf, queries, keys, remat=False)
     for layer in bf.layers:
-      layer.query_chunk = 0 if mode == "whole" else global_chunk(bf, queries, keys)
+      layer.query_chunk = chunk
 
 
 # Each V2 config at its own shape in the paper's groups and globally, and with the blocks on
