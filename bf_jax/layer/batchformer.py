@@ -340,5 +340,5 @@ def layer_mode(bf: Any, deterministic: bool | None) -> bool:
   """The call's ``deterministic``, else the layer's attribute, else False (training helpers)."""
   if deterministic is not None:
     return deterministic
-  # The Linen wrapper has no such attribute: it takes the mode from each call.
+  # A layer without the attribute (a wrapper may take the mode from each call only): training.
   return bool(getattr(bf, "deterministic", None))

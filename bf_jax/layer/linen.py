@@ -43,7 +43,9 @@ def _nnx_keys(variables: Mapping[str, Any]) -> dict[str, Any]:
 class BatchFormer(nn.Module):
   """Linen version of :class:`bf_jax.BatchFormer`; same arguments, same computation.
 
-  Call as ``BatchFormer(dim=C)(x, deterministic=False)`` inside a Linen module and apply with
+  Fields are the NNX constructor's arguments with its defaults, except ``rngs``: init keys come
+  from ``init(rngs={'params': ...})`` and dropout from the ``dropout`` collection. Call as
+  ``BatchFormer(dim=C)(x, deterministic=False)`` inside a Linen module and apply with
   ``rngs={'dropout': key}`` when training.
   """
 
@@ -55,9 +57,23 @@ class BatchFormer(nn.Module):
   axis_name: str | None = None
   group_size: int | None = None
   dtype: Any = None
+  deterministic: bool | None = None
+  remat: bool | None = None
+  query_chunk: int | None = None
+  attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    """BatchFormer features shaped like ``x``; the call's ``deterministic`` overrides the field.
+
+    No ``rngs`` argument, unlike the NNX call: ``Module.apply`` owns that name, so dropout keys
+    come from its ``rngs={'dropout': key}``.
+    """
+    if deterministic is None:
+      deterministic = self.deterministic
+    if deterministic is None:
+      raise ValueError("linen.BatchFormer needs deterministic=True/False: at the call or as "
+                       "the module's deterministic field.")
     if not deterministic and self.dropout > 0 and not self.has_rng("dropout"):
       raise ValueError("linen.BatchFormer with deterministic=False needs a dropout key: call "
                        "init/apply with rngs={'params': ..., 'dropout': key}.")
@@ -69,5 +85,6 @@ class BatchFormer(nn.Module):
     inner = to_nnx(batchformer.BatchFormer, args=(self.dim,), kwargs=nn.FrozenDict(
         num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout,
         num_layers=self.num_layers, axis_name=self.axis_name, group_size=self.group_size,
-        dtype=self.dtype), name="nnx")
+        dtype=self.dtype, deterministic=self.deterministic, remat=self.remat,
+        query_chunk=self.query_chunk, attention_impl=self.attention_impl), name="nnx")
     return inner(x, deterministic=deterministic)
