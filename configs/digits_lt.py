@@ -7,8 +7,8 @@ the long-tailed training set drawn from the rest (exponential profile, imbalance
   python -m bf_jax.main --config configs/digits_lt.py --workdir runs/digits_bf
   python -m bf_jax.main --config configs/digits_lt.py:bf=off --workdir runs/digits_base
 
-Hardware: any CPU; one run takes seconds. `make demo` runs both over 5 seeds and prints the
-table reported in README.md (measured there, with the command and machine).
+Hardware: any CPU; one run takes seconds. `make demo` runs both over 10 seeds and prints the
+table reported in README.md (measured in docs/demo.md, with the command and machine).
 
 Args: bf=on|off, smoke (a few steps, for tests), seed=N, imbalance=F.
 """

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 PROFILES = ("exp", "step")
-# DESIGN.md section 4: many > 100, medium 20..100, few < 20 training images per class.
+# The long-tail literature's groups (docs/classify.md): many > 100, medium 20..100, few < 20
+# training images per class.
 MANY_ABOVE, FEW_BELOW = 100, 20
 
 

@@ -82,8 +82,8 @@ def _dg_folders(tmp_path, config, per_class: int) -> None:
 # (and model construction) only, to keep the suite in its time budget (measured: a ResNet-18 DG
 # or CZSL smoke 20-35 s, the RIDE ResNet-50 ~100 s, MoCo ResNet-50 ~65 s of compiling):
 # - DG: the ResNet recipe (bf_jax/tasks/dg/recipe.py) differs per dataset only; dg_rotated_digits
-#   trains the DG path end to end, tests/test_dg.py runs sweeps and resume;
-# - CZSL: czsl_colored_digits trains; tests/test_czsl_train.py trains CGE and CompCos;
+#   trains the DG path end to end, tests/tasks/dg/test_dg.py runs sweeps and resume;
+# - CZSL: czsl_colored_digits trains; tests/tasks/czsl/test_czsl_train.py trains CGE and CompCos;
 # - inat18_ride_r50: imagenet_lt_ride_r50 trains the same RIDE ResNet-50;
 # - moco_v3_imagenet_r50: moco_v3_cifar10 and moco_digits train the MoCo path, the ResNet-50
 #   trains in imagenet_lt_balanced_softmax_r50.

@@ -20,7 +20,7 @@ from doc_pages import PLACEHOLDER, ROOT
 
 
 def module_file(name: str) -> pathlib.Path | None:
-  """bf_jax/a/b.py or bf_jax/a/b/__init__.py for ``bf_jax.a.b``; None if neither exists."""
+  """bf_jax/<a>/<b>.py or bf_jax/<a>/<b>/__init__.py for ``bf_jax.<a>.<b>``; None if neither exists."""
   base = ROOT.joinpath(*name.split("."))
   for path in (base.with_suffix(".py"), base / "__init__.py"):
     if path.is_file():

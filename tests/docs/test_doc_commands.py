@@ -6,7 +6,7 @@ Checked in ```bash / ```sh / ```shell / ```console blocks and in inline code spa
 * ``--config PATH[:ARG]`` (and ``CONFIG=PATH[:ARG]``): a file under configs/ whose
   ``get_config(ARG)`` accepts ARG (an unknown arg raises in ``parse_arg``);
 * ``--config.a.b=value``: the field exists in that config (in some config, where none is named);
-* ``make TARGET``: a target of the Makefile; ``launch/x.sh``, ``tools/x.py``, any path under
+* ``make TARGET``: a target of the Makefile; ``launch/<script>.sh``, ``tools/<tool>.py``, any path under
   bf_jax/, configs/, tests/, ...: the file exists; ``pip install '.[extra]'``: pyproject has it;
 * in prose: config fields such as ``bf.lr_mult``, dotted names such as ``bf_jax.tasks.run``,
   imports in ```python blocks, and relative links (with their #anchors).
@@ -37,7 +37,7 @@ FILE_SUFFIXES = (".py", ".json", ".jsonl", ".md", ".png", ".npz", ".txt", ".sh",
 def check_argv(argv: list[str], env: dict[str, str]) -> list[str]:
   """Problems of one simple command (no separators), e.g. ['python', '-m', 'bf_jax.main', ...]."""
   problems = []
-  while argv and argv[0] in WRAPPERS:  # sbatch --nodes=4 launch/x.sbatch, srun ... python ...
+  while argv and argv[0] in WRAPPERS:  # sbatch --nodes=4 launch/<job>.sbatch, srun ... python ...
     argv = argv[1:]
     while argv and argv[0].startswith("-"):
       argv = argv[1:]

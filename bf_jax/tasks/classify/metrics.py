@@ -9,7 +9,7 @@ from bf_jax.data.long_tail import class_groups
 
 def group_accuracy(correct_K: np.ndarray, total_K: np.ndarray,
                    train_counts_K: np.ndarray) -> dict[str, float]:
-  """Overall top-1, and per group the mean of per-class accuracies (DESIGN.md section 4).
+  """Overall top-1, and per group the mean of per-class accuracies (the rule: docs/classify.md).
 
   A group with no classes is left out rather than reported as 0.
   """
