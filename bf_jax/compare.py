@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from bf_jax.trainer import pairing, plots, run_record
+from bf_jax.trainer import plots, run_record
 
 # Bookkeeping fields of a result, not metrics.
 _NOT_METRICS = {"step", "preempted", "selected_step", "seed", "trial_seed", "history", "swad_eval"}
-# Config fields that may differ between arms: the treatment itself, the probe of it (it only
-# reads the trained layer) and what the backward pass recomputes (memory, not the math).
-_ARM_FIELDS = ("bf.", "probe.", "model.remat")
+# Config fields that may differ between arms: the treatment itself (bf.*), and the fields that
+# never change the math (run_record.MATH_FREE: the probe, remat, resume_changes).
+_TREATMENT = "bf."
 
 
 @dataclasses.dataclass
@@ -62,17 +62,17 @@ def find_runs(patterns: list[str]) -> list[Run]:
                               f"parent folder (quote a glob so the shell does not expand it).")
     for m in matches:
       if m.is_dir():
-        folders.update(p.parent for p in m.rglob(pairing.RESULT_FILE))
+        folders.update(p.parent for p in m.rglob(run_record.RESULT_FILE))
   runs = []
   for folder in sorted(folders):
     config_path = folder / run_record.CONFIG
-    init_path = folder / pairing.INIT_FILE
+    init_path = folder / run_record.INIT_FILE
     runs.append(Run(folder,
                     json.loads(config_path.read_text()) if config_path.exists() else {},
-                    json.loads((folder / pairing.RESULT_FILE).read_text()),
+                    json.loads((folder / run_record.RESULT_FILE).read_text()),
                     json.loads(init_path.read_text()) if init_path.exists() else {}))
   if not runs:
-    raise FileNotFoundError(f"no finished run (a folder with {pairing.RESULT_FILE}) under "
+    raise FileNotFoundError(f"no finished run (a folder with {run_record.RESULT_FILE}) under "
                             f"{patterns}; a run writes it when it reaches total_steps.")
   return runs
 
@@ -126,7 +126,7 @@ def sentence(metric: str, s: dict[str, float], names: tuple[str, str], scale: fl
 
 def _config_differences(a: dict, b: dict) -> set[str]:
   return {name for name in run_record.differences(a, b)
-          if not name.startswith(_ARM_FIELDS) and name != "resume_changes"}
+          if not name.startswith(_TREATMENT) and name not in run_record.MATH_FREE}
 
 
 def compare(baseline: list[Run], treatment: list[Run],
@@ -228,7 +228,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot_differences(report: dict[str, Any], path: str | pathlib.Path) -> None:
   """Each pair's difference per metric (dots), the mean and its 95% interval (bar)."""
-  plt = plots._pyplot()
+  plt = plots.pyplot()
   metrics = list(report["metrics"])
   fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(metrics) + 1.5), 3.8), dpi=120)
   for i, metric in enumerate(metrics):
@@ -249,7 +249,7 @@ def plot_differences(report: dict[str, Any], path: str | pathlib.Path) -> None:
                fontsize=10)
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
-  plots._save(fig, path)
+  plots.save(fig, path)
 
 
 def write(report: dict[str, Any], out: str | pathlib.Path) -> pathlib.Path:

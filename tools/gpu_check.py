@@ -90,7 +90,7 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
   import importlib.util
 
   from bf_jax.models.classifier import build_model
-  from bf_jax.trainer import losses, optim, sharding, steps
+  from bf_jax.trainer import optim, sharding, supervised, train_state
   spec = importlib.util.spec_from_file_location(
       "cfg", ROOT / "configs" / "imagenet_lt_balanced_softmax_r50.py")
   module = importlib.util.module_from_spec(spec)
@@ -102,12 +102,12 @@ def resnet_step_timing(batch: int = 256, image_size: int = 224) -> list[dict]:
       cfg.model.dtype = dtype
       mesh = sharding.make_mesh()
       model = build_model(cfg.model, cfg.bf, 1000, (image_size, image_size, 3), batch, 0)
-      graphdef, params, stats, other = steps.split_model(model)
+      graphdef, params, stats, other = train_state.split_model(model)
       tx, _ = optim.build_optimizer(cfg.optim, cfg.bf, 1000)
-      loss_fn = losses.build_loss(cfg.loss, np.ones(1000))
+      loss_fn = supervised.build_loss(cfg.loss, np.ones(1000))
       state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
                                  mesh)
-      step_fn = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, 0)
+      step_fn = supervised.make_train_step(graphdef, other, tx, loss_fn, mesh, 0)
       rng = np.random.default_rng(0)
       data = sharding.put_batch({
           "image": rng.standard_normal((batch, image_size, image_size, 3), np.float32),

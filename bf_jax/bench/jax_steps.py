@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from bf_jax.models.classifier import build_model
-from bf_jax.trainer import losses, optim, sharding, steps
+from bf_jax.trainer import optim, sharding, supervised, train_state
 from bf_jax.trainer.config_base import base_config
 
 # (image size, classes) each backbone is benchmarked at: its recipe's input.
@@ -49,13 +49,13 @@ def build(case: Case, devices: Sequence[jax.Device] | None = None):
   mesh = sharding.make_mesh(devices)
   c, size, classes = _config(case)
   model = build_model(c.model, c.bf, classes, (size, size, 3), case.batch // len(devices), c.seed)
-  graphdef, params, stats, other = steps.split_model(model)
+  graphdef, params, stats, other = train_state.split_model(model)
   tx, _ = optim.build_optimizer(c.optim, c.bf, 1000)
-  loss_fn = losses.build_loss(c.loss, np.ones(classes))
+  loss_fn = supervised.build_loss(c.loss, np.ones(classes))
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
                              mesh)
-  train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, c.seed)
-  eval_step = steps.make_eval_step(graphdef, other, classes, mesh)
+  train_step = supervised.make_train_step(graphdef, other, tx, loss_fn, mesh, c.seed)
+  eval_step = supervised.make_eval_step(graphdef, other, classes, mesh)
   rng = np.random.default_rng(0)
   images = rng.standard_normal((case.batch, size, size, 3), np.float32)
   labels = rng.integers(0, classes, case.batch).astype(np.int32)

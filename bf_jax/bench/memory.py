@@ -33,7 +33,7 @@ from flax import nnx
 from bf_jax.data import mixup
 from bf_jax.layer import attention
 from bf_jax.models.classifier import build_model
-from bf_jax.trainer import losses, optim, sharding, steps
+from bf_jax.trainer import optim, sharding, supervised, train_state
 from bf_jax.trainer.sharding import AXIS
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
@@ -86,12 +86,12 @@ def compiled_step(case: Case, devices: Sequence[jax.Device]):
   bfs = [] if case.streams_only else list(getattr(model, "bfs", {}).values())
   if case.attention != "auto":
     force_attention(bfs, case.attention, c.batch_size // len(devices), c.batch_size)
-  graphdef, params, stats, other = steps.split_model(model)
+  graphdef, params, stats, other = train_state.split_model(model)
   tx, _ = optim.build_optimizer(c.optim, c.bf, max(c.total_steps, 1))
-  loss_fn = losses.build_loss(c.loss, np.ones(classes), c.model.experts)
+  loss_fn = supervised.build_loss(c.loss, np.ones(classes), c.model.experts)
   mix = mixup.MixConfig(c.data.mixup, c.data.cutmix, c.data.mix_switch_prob,
                         c.data.label_smoothing, classes)
-  step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, c.seed,
+  step = supervised.make_train_step(graphdef, other, tx, loss_fn, mesh, c.seed,
                                mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None)
   state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
                              mesh)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bf_jax.layer.batchformer import BatchFormer, two_stream
+from bf_jax.models import bf_config
 from bf_jax.models.backbones import MLP, TinyCNN
 from bf_jax.models.heads import HEADS, build_head
 from bf_jax.models.init_streams import bf_stream
@@ -51,23 +52,6 @@ class Classifier(nnx.Module):
     return self.backbone(images, train=False)
 
 
-def scope_to_group_size(scope: str, local_batch: int) -> int | None:
-  """'global' -> None, 'device' -> the per-device batch, '<k>' -> k."""
-  if scope == "global":
-    return None
-  if scope == "device":
-    return local_batch
-  return int(scope)
-
-
-def check_scope(bf_cfg, batch_size: int, n_devices: int) -> None:
-  """A ``bf.scope`` group size must divide the global batch."""
-  group = scope_to_group_size(bf_cfg.scope, batch_size // n_devices)
-  if bf_cfg.enabled and group and batch_size % group:
-    raise ValueError(f"bf.scope={bf_cfg.scope!r}: group_size={group} does not divide the "
-                     f"global batch of {batch_size}; set --config.bf.scope to a divisor.")
-
-
 def build_backbone(model_cfg, image_shape: tuple[int, ...], rngs: nnx.Rngs,
                    axis_name: str = "data") -> nnx.Module:
   dtype = DTYPES[model_cfg.dtype]
@@ -85,16 +69,8 @@ def build_batchformer(bf_cfg, dim: int, local_batch: int, rngs: nnx.Rngs,
                       axis_name: str = "data") -> BatchFormer | None:
   if not bf_cfg.enabled:
     return None
-  rngs = bf_stream(rngs)
-  if dim % bf_cfg.num_heads:  # the layer would name its own dim=...; name the config fields
-    divisors = [h for h in range(1, min(dim, 64) + 1) if dim % h == 0]
-    raise ValueError(
-        f"config.bf.num_heads={bf_cfg.num_heads} does not divide the backbone's feature width "
-        f"{dim}; set --config.bf.num_heads to one of {divisors}, or change the width "
-        f"(--config.model.width for mlp/cnn, --config.model.width_mult or model.name for ResNets).")
-  return BatchFormer(dim, num_heads=bf_cfg.num_heads, dropout=bf_cfg.dropout,
-                     num_layers=bf_cfg.num_layers, axis_name=axis_name,
-                     group_size=scope_to_group_size(bf_cfg.scope, local_batch), rngs=rngs)
+  kwargs = bf_config.layer_kwargs(bf_cfg, dim, local_batch, axis_name)
+  return BatchFormer(dim, **kwargs, rngs=bf_stream(rngs))
 
 
 def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...],
@@ -109,9 +85,8 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
   if model_cfg.name in VIT_ARCHS:  # BatchFormerV2 inside the ViT (bf_jax/layer/v2.py)
     size, _, chans = image_shape
     insert_after = tuple(bf_cfg.insert_after) if bf_cfg.enabled else ()
-    bf_kwargs = dict(num_heads=bf_cfg.num_heads, dropout=bf_cfg.dropout,
-                     num_layers=bf_cfg.num_layers, axis_name=axis_name,
-                     group_size=scope_to_group_size(bf_cfg.scope, local_batch))
+    bf_kwargs = bf_config.layer_kwargs(bf_cfg, VIT_ARCHS[model_cfg.name][0], local_batch,
+                                       axis_name, "another model.name")
     return build_vit(model_cfg.name, size, model_cfg.patch, chans, num_classes,
                      drop_path=model_cfg.drop_path, insert_after=insert_after,
                      shared_bf=bf_cfg.shared_layers, bf_kwargs=bf_kwargs,

@@ -103,7 +103,7 @@ class Block(nnx.Module):
 
 class ViT(nnx.Module):
   """A ViT classifier with the ``train_logits`` / ``eval_logits`` interface of the classifier
-  task (``bf_jax/trainer/steps.py``); ``bfs`` from ``v2.make_batchformers`` (empty: no
+  task (``bf_jax/trainer/supervised.py``); ``bfs`` from ``v2.make_batchformers`` (empty: no
   BatchFormer)."""
 
   def __init__(self, image_size: int, patch: int, in_chans: int, num_classes: int, dim: int,

@@ -2,7 +2,7 @@
 functions, ``validate(config)`` and ``run(config, workdir, devices=None, stop_at=None)``.
 
 A task package is imported when its name is looked up, so a run of one task loads none of the
-others. Tasks never import each other (tests/tasks/test_task_rules.py holds them to that).
+others. Tasks never import each other (tests/test_layout.py holds them to that).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from bf_jax.layer.batchformer import MODES
 from bf_jax.models.classifier import BACKBONES, HEADS
 from bf_jax.models.vit import REMAT as VIT_REMAT
 from bf_jax.models.vit import VIT_ARCHS
-from bf_jax.trainer.losses import LOSSES
+from bf_jax.trainer.supervised import LOSSES
 from bf_jax.trainer.optim import OPTIMIZERS, SCHEDULES
 from bf_jax.trainer.run_record import allowed_changes, flatten
 

@@ -113,17 +113,20 @@ def _window_scalars(window: list[dict]) -> dict[str, float]:
   return scalars
 
 
-def run(config, mesh, state, start_step: int, stop_at: int | None, batches: Iterator,
-        train_step: Callable, evaluate: Callable, schedule, ckpt: checkpointing.Checkpointer,
-        writer: writers.MetricWriter, on_step: Callable[[Any], None] | None = None
+def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedule,
+        stop_at: int | None = None, on_step: Callable[[Any], None] | None = None
         ) -> tuple[Any, int, Any]:
-  """Steps from start_step to the end (or a preemption); returns the state, step, last eval.
+  """Steps from the run's restored step to the end (or a preemption, or ``stop_at``); returns
+  the state, step and last evaluation. ``run`` holds the config, mesh, state, checkpointer and
+  metric writer (``bf_jax.trainer.run.Run``).
 
   ``evaluate(state, step, selected) -> selected`` runs every ``config.eval_every_steps`` and at
   the end; what it returns is passed back to it next time (model selection) and returned here.
   ``on_step(state)`` sees the state after every step, before that step's evaluation and save
-  (SWAD's dense averaging).
+  (e.g. a weight average taken over every step).
   """
+  config, mesh, state, ckpt, writer = run.config, run.mesh, run.state, run.ckpt, run.writer
+  start_step = run.start_step
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
   guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
   window, checked = [], 0  # this log window's step metrics; how many the guard has seen

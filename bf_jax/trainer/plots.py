@@ -1,5 +1,5 @@
 """Plots a run writes: per-class accuracy against class size (where BatchFormer helps the tail),
-and metric curves over steps (the kNN monitor of pre-training)."""
+metric curves over steps, and the probe's pictures; ``pyplot`` and ``save`` for a task's own."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ import numpy as np
 from etils import epath
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend, imported on first use (no screen needed)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   return plt
 
 
-def _save(fig, path: str | pathlib.Path) -> None:
+def save(fig, path: str | pathlib.Path) -> None:
+  """Writes ``fig`` as a PNG to ``path`` (local or an object store) and closes it."""
   png = io.BytesIO()  # via bytes, so a gs:// path works too
   fig.savefig(png, format="png")
-  _pyplot().close(fig)
+  pyplot().close(fig)
   epath.Path(path).write_bytes(png.getvalue())
 
 
@@ -29,7 +31,7 @@ def plot_curves(runs: dict[str, tuple[list[float], list[float]]], path: str | pa
                 ylabel: str, title: str, xlabel: str = "step", x_scale: float = 1.0) -> None:
   """``runs``: label -> (x, values in [0, 1]); one line each, values in percent, x times
   ``x_scale``; writes a PNG."""
-  fig, ax = _pyplot().subplots(figsize=(6, 3.8), dpi=120)
+  fig, ax = pyplot().subplots(figsize=(6, 3.8), dpi=120)
   for label, (xs, values) in runs.items():
     ax.plot(x_scale * np.asarray(xs), 100 * np.asarray(values), marker="o", label=label)
   ax.set_xlabel(xlabel)
@@ -38,13 +40,13 @@ def plot_curves(runs: dict[str, tuple[list[float], list[float]]], path: str | pa
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | pathlib.Path,
                    title: str = "Per-class test accuracy vs training images per class") -> None:
   """``runs``: label -> (train counts per class, test accuracy per class); writes a PNG."""
-  fig, ax = _pyplot().subplots(figsize=(7, 4.2), dpi=120)
+  fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=120)
   markers = "os^dv"
   for i, (label, (counts, acc)) in enumerate(runs.items()):
     counts, acc = np.asarray(counts), np.asarray(acc)
@@ -61,33 +63,7 @@ def plot_per_class(runs: dict[str, tuple[np.ndarray, np.ndarray]], path: str | p
   ax.grid(alpha=0.3, which="both")
   ax.legend()
   fig.tight_layout()
-  _save(fig, path)
-
-
-def plot_swad(history: list[dict], swad_eval: dict | None, path: str | pathlib.Path,
-              title: str) -> None:
-  """A domain-generalization run: validation loss (left) and accuracies (right) over steps,
-  SWAD's averaged steps shaded and its test accuracy as a dashed line; writes a PNG."""
-  steps = [h["step"] for h in history]
-  fig, (loss_ax, acc_ax) = _pyplot().subplots(1, 2, figsize=(10, 3.8), dpi=120)
-  loss_ax.plot(steps, [h["val_loss"] for h in history], marker="o", label="validation loss")
-  loss_ax.set_ylabel("loss (training domains' out-splits)")
-  for key, label in (("val_acc", "validation"), ("test_in", "test domain (in-split)")):
-    acc_ax.plot(steps, [100 * h[key] for h in history], marker="o", label=label)
-  acc_ax.set_ylabel("accuracy (%)")
-  if swad_eval is not None:
-    for ax in (loss_ax, acc_ax):
-      ax.axvspan(swad_eval["first_step"], swad_eval["last_step"], color="0.9", zorder=0,
-                 label="SWAD averages these steps")
-    acc_ax.axhline(100 * swad_eval["test_in"], color="C3", linestyle="--",
-                   label=f"SWAD, test domain ({100 * swad_eval['test_in']:.1f})")
-  for ax in (loss_ax, acc_ax):
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_attention(maps_LxBxB: np.ndarray, labels_B: np.ndarray, rank_K: np.ndarray,
@@ -97,7 +73,7 @@ def plot_attention(maps_LxBxB: np.ndarray, labels_B: np.ndarray, rank_K: np.ndar
   in ``rank_K`` order, e.g. most training images first), group boundaries drawn and named."""
   labels_B, group_B = np.asarray(labels_B), np.asarray(group_B)
   order = np.lexsort((np.arange(len(labels_B)), np.asarray(rank_K)[labels_B]))
-  plt = _pyplot()
+  plt = pyplot()
   n = len(maps_LxBxB)
   fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.2), dpi=120, squeeze=False)
   for i, ax in enumerate(axes[0]):
@@ -121,14 +97,14 @@ def plot_attention(maps_LxBxB: np.ndarray, labels_B: np.ndarray, rank_K: np.ndar
     ax.set_title(f"layer {i}" if n > 1 else "BatchFormer attention", fontsize=9)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_gradient_share(share_GxG: Sequence[Sequence[float | None]], fractions: Sequence[float],
                         group_names: Sequence[str], path: str | pathlib.Path, title: str) -> None:
   """Bars: for each group's loss, the share of its gradient on each group's features, next to
   that group's share of the batch (the dotted marks)."""
-  plt = _pyplot()
+  plt = pyplot()
   present = [g for g, f in enumerate(fractions) if f > 0]
   fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
   width = 0.8 / max(len(present), 1)
@@ -144,4 +120,4 @@ def plot_gradient_share(share_GxG: Sequence[Sequence[float | None]], fractions: 
   ax.grid(alpha=0.3, axis="y")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from bf_jax.layer.attention_maps import attention_maps, on_whole_batch
-from bf_jax.models.classifier import scope_to_group_size
+from bf_jax.models import bf_config
 from bf_jax.trainer import plots, probe, sharding, writers
 from bf_jax.trainer.sharding import AXIS
 
@@ -32,11 +32,6 @@ log = logging.getLogger("bf_jax")
 def wanted(config) -> bool:
   """``probe.enabled`` with a BatchFormer to look at: a bf-off run skips the probe."""
   return bool(config.probe.enabled and config.bf.enabled)
-
-
-def first_batches(stream: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
-  """The probe batches: the first ``n`` of a task's training-batch stream (from probe.seed)."""
-  return [next(stream) for _ in range(n)]
 
 
 def make_probe_fn(graphdef: nnx.GraphDef, other: dict, loss_fn: Callable,
@@ -78,7 +73,7 @@ class Prober:
                workdir: str | pathlib.Path, name: str):
     self.batches, self.mesh, self.workdir, self.name = batches, mesh, epath.Path(workdir), name
     self.scope = config.bf.scope
-    self.group_size = scope_to_group_size(self.scope, config.batch_size // mesh.devices.size)
+    self.group_size = bf_config.group_size(config.bf, config.batch_size // mesh.devices.size)
     self.counts_K = np.asarray(train_counts_K)
     self.group_K = probe.group_of_class(self.counts_K)
     self.fn = make_probe_fn(graphdef, other, loss_fn, mesh, self.group_K)

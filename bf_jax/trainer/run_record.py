@@ -1,4 +1,5 @@
-"""The workdir's record of how its checkpoints were trained.
+"""The workdir's record of how its checkpoints were trained, and what it started from and ended
+with.
 
 ``config.json`` is the config the run trains with; ``config_history.jsonl`` gets one line per
 start (step, time, host, processes, git commit, the whole config). A restart whose config differs
@@ -6,10 +7,15 @@ from ``config.json`` in a workdir holding checkpoints stops before anything is w
 every differing field, unless the user names the fields in ``--config.resume_changes`` (e.g.
 ``total_steps`` to train longer). Before the first checkpoint nothing was trained that a change
 could contradict: the new config replaces the record (the history keeps the old one).
+
+``init.json`` holds {parameter group: sha256 of its initial values} as the run started, so a
+paired comparison can check that both arms of a seed started from the same backbone and head;
+``result.json`` the final metrics, written only when the run reached ``total_steps``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -19,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 from etils import epath
 
 from bf_jax.trainer import config_base
@@ -27,7 +34,12 @@ if TYPE_CHECKING:
   from bf_jax.trainer.checkpointing import Checkpointer
 
 CONFIG, HISTORY = "config.json", "config_history.jsonl"
+INIT_FILE, RESULT_FILE = "init.json", "result.json"
 _MISSING = "<absent>"
+# Fields that may differ without changing the math: a restart may change them, and two arms of a
+# paired comparison may differ in them. The probe only reads the model; remat changes what the
+# backward pass recomputes, not what it computes.
+MATH_FREE = ("resume_changes", "probe.enabled", "probe.batches", "probe.seed", "model.remat")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -44,8 +56,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def allowed_changes(config) -> set[str]:
   """The fields a restart may change: ``config.resume_changes`` (comma-separated names)."""
   names = {n.strip() for n in str(config.resume_changes).split(",") if n.strip()}
-  # The probe only reads the model; remat changes what the backward pass recomputes, not the math.
-  return names | {"resume_changes", "probe.enabled", "probe.batches", "probe.seed", "model.remat"}
+  return names | set(MATH_FREE)
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -154,3 +165,33 @@ def _write_atomically(path: epath.Path, text: str) -> None:
   tmp = path.parent / f"{path.name}.tmp"
   tmp.write_text(text)
   tmp.replace(path)
+
+
+def _host(leaf) -> np.ndarray:
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    leaf = leaf.addressable_data(0)  # replicated: every process holds the whole value
+  return np.asarray(jax.device_get(leaf))
+
+
+def fingerprints(params: dict[str, Any]) -> dict[str, str]:
+  """{top-level group: hex digest over its leaves' paths, dtypes, shapes and values}."""
+  out = {}
+  for group, tree in sorted(params.items()):
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      value = _host(leaf)
+      digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype}|{value.shape}".encode())
+      digest.update(np.ascontiguousarray(value).tobytes())
+    out[group] = digest.hexdigest()[:16]
+  return out
+
+
+def record_init(workdir: str | epath.Path, prints: dict[str, str]) -> None:
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / INIT_FILE).write_text(json.dumps(prints, indent=1))
+
+
+def write_result(workdir: str | epath.Path, result: dict[str, Any]) -> None:
+  """The one writer of ``result.json``."""
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / RESULT_FILE).write_text(json.dumps(result, indent=1, default=float))

@@ -9,13 +9,21 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bf_jax.models import bf_config
+
 AXIS = "data"
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """One ``data`` axis over all devices of all processes (or the given ones)."""
+def make_mesh(devices: Sequence[jax.Device] | None = None, config=None) -> jax.sharding.Mesh:
+  """One ``data`` axis over all devices of all processes (or the given ones). With ``config``:
+  loud errors for batch sizes or a BatchFormer scope the mesh cannot split evenly."""
   devices = list(devices) if devices is not None else jax.devices()
-  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+  mesh = jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+  if config is not None:
+    check_batch("batch_size", config.batch_size, mesh)
+    check_batch("eval_batch_size", config.eval_batch_size, mesh)
+    bf_config.check_scope(config.bf, config.batch_size, mesh.devices.size)
+  return mesh
 
 
 def check_batch(name: str, batch_size: int, mesh: jax.sharding.Mesh) -> None:

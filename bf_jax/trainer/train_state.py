@@ -1,87 +1,63 @@
-"""Jitted train and eval steps: per-device work inside ``jax.shard_map``, the update outside.
+"""The train state every task's step carries, and the update every step ends with.
 
-The model state travels as three pure dicts: ``params`` (nnx.Param), ``stats`` (BatchNorm
-statistics) and ``other`` (everything else, e.g. RNG streams, never updated here).
+The model travels as three pure dicts: ``params`` (nnx.Param), ``stats`` (BatchNorm
+statistics) and ``other`` (everything else, e.g. RNG streams, never updated by a step). The
+state adds ``opt_state`` and whatever a task's step keeps beside them (a momentum model, a queue).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import PartitionSpec as P
 
-from bf_jax.trainer.losses import LossFn
-from bf_jax.trainer.sharding import AXIS
+from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
+from bf_jax.trainer import optim, sharding
 
-State = dict[str, Any]  # {"params", "stats", "opt_state"}
+log = logging.getLogger("bf_jax")
+State = dict[str, Any]  # {"params", "stats", "opt_state", ...}
+
+
+@dataclasses.dataclass
+class Built:
+  """A model split into pure dicts, its optimizer and schedule, and the replicated state."""
+  graphdef: nnx.GraphDef
+  other: dict
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  state: State
+
+
+def init(config, model: nnx.Module, mesh: jax.sharding.Mesh, frozen: tuple[str, ...] = (),
+         extra: Callable[[dict, dict], dict] | None = None) -> Built:
+  """The state a config starts from: ``init.pretrained`` put into the backbone, the optimizer's
+  state, ``extra(params, stats)`` (more parts a task's step keeps), all replicated on ``mesh``.
+  A resumed run's checkpoint replaces it."""
+  graphdef, params, stats, other = split_model(model)
+  load_pretrained(config, params, stats)
+  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
+  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
+  if extra is not None:
+    state.update(extra(params, stats))
+  return Built(graphdef, other, tx, schedule, sharding.replicate(state, mesh))
+
+
+def load_pretrained(config, params: dict, stats: dict) -> None:
+  """Puts ``init.pretrained`` (ImageNet weights, a torchvision .npz) into the backbone, if set."""
+  if config.init.pretrained:
+    params["backbone"], stats["backbone"] = load_torchvision_resnet(
+        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
+    log.info("backbone initialized from %s", config.init.pretrained)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
   graphdef, params, stats, other = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
   return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats), nnx.to_pure_dict(other)
-
-
-def make_train_step(graphdef: nnx.GraphDef, other: dict, tx: optax.GradientTransformation,
-                    loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int,
-                    skip_nonfinite: bool = False, mix_fn: Callable | None = None,
-                    ema_decay: float = 0.0) -> Callable:
-  """(state, batch, step) -> (state, metrics); the loss is normalized by the global row count.
-
-  The dropout key is fold_in(key(seed), step): a resumed run draws what it would have drawn.
-  ``skip_nonfinite``: a step whose loss or gradient is NaN/Inf returns the state it was given
-  (parameters, BatchNorm statistics, optimizer state) and reports ``skipped`` = 1.
-  ``mix_fn(images, labels, key) -> (images, soft targets)``: Mixup/CutMix/label smoothing on
-  each device's batch (``bf_jax/data/mixup.py``); accuracy then counts the targets' argmax.
-  ``ema_decay`` > 0: ``state["ema"]`` follows the params, ``ema = d * ema + (1 - d) * params``
-  after every update (a skipped step leaves it too).
-  """
-  base_key = jax.random.key(seed)
-
-  def local(params, stats, other, images, labels, key, step):
-    model = nnx.merge(graphdef, params, stats, other)
-    if mix_fn is not None:  # per device: fold in the device index so devices mix differently
-      mix_key = jax.random.fold_in(jax.random.fold_in(key, 7), jax.lax.axis_index(AXIS))
-      images, labels = mix_fn(images, labels, mix_key)
-
-    def objective(model):
-      logits, labels_rows = model.train_logits(images, labels, key)
-      n_rows = logits.shape[0] * jax.lax.axis_size(AXIS)
-      loss = loss_fn(logits, labels_rows, step).sum() / n_rows
-      b = images.shape[0]  # accuracy of the original stream's rows (experts averaged)
-      mean_logits = logits.mean(axis=1) if logits.ndim == 3 else logits
-      hard = labels_rows if labels_rows.ndim == 1 else jnp.argmax(labels_rows, -1)
-      correct = (jnp.argmax(mean_logits[:b], -1) == hard[:b]).sum()
-      return loss, correct / (b * jax.lax.axis_size(AXIS))
-
-    (loss, acc), grads = nnx.value_and_grad(objective, has_aux=True)(model)
-    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-    # Replicated params' grads arrive summed over devices (shard_map's check_vma): no pmean.
-    return jax.lax.psum(loss, AXIS), jax.lax.psum(acc, AXIS), nnx.to_pure_dict(grads), new_stats
-
-  sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P(), P()),
-                          out_specs=(P(), P(), P(), P()))
-
-  def step(state: State, batch: dict, step: jax.Array) -> tuple[State, dict]:
-    key = jax.random.fold_in(base_key, step)
-    loss, acc, grads, stats = sharded(state["params"], state["stats"], other,
-                                      batch["image"], batch["label"], key, step)
-    new_state, metrics = apply_update(tx, state, grads, loss, {"stats": stats},
-                                      {"train_acc": acc}, skip_nonfinite)
-    if ema_decay:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"],
-                         new_state["params"])
-      if skip_nonfinite:
-        ema = jax.tree.map(lambda new, old: jnp.where(metrics["skipped"] > 0, old, new), ema,
-                           state["ema"])
-      new_state["ema"] = ema
-    return new_state, metrics
-
-  return jax.jit(step, donate_argnums=(0,))
 
 
 def apply_update(tx: optax.GradientTransformation, state: State, grads: dict, loss: jax.Array,
@@ -106,29 +82,5 @@ def apply_update(tx: optax.GradientTransformation, state: State, grads: dict, lo
 
 def momentum_update(online: dict, momentum: dict, m: jax.Array | float) -> dict:
   """``m * momentum + (1 - m) * online`` for every parameter group the momentum model has
-  (MoCo's and PaCo's key encoders)."""
+  (a key encoder that follows the online model)."""
   return {k: optax.incremental_update(online[k], momentum[k], 1.0 - m) for k in momentum}
-
-
-def make_eval_step(graphdef: nnx.GraphDef, other: dict, num_classes: int,
-                   mesh: jax.sharding.Mesh) -> Callable:
-  """(state, batch) -> per-class correct, total and summed cross-entropy over the global batch
-  (masked rows count nothing)."""
-
-  def local(params, stats, other, images, labels, mask):
-    model = nnx.merge(graphdef, params, stats, other)
-    logits = model.eval_logits(images).astype(jnp.float32)
-    pred = jnp.argmax(logits, -1)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    sums = [jax.ops.segment_sum(x * mask, labels, num_classes) for x in (pred == labels, 1.0, ce)]
-    return tuple(jax.lax.psum(x, AXIS) for x in sums)
-
-  sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P(AXIS)),
-                          out_specs=(P(), P(), P()))
-
-  def step(state: State, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return sharded(state["params"], state["stats"], other, batch["image"], batch["label"],
-                   batch["mask"])
-
-  return jax.jit(step)

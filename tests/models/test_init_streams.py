@@ -4,7 +4,7 @@ import pytest
 from helpers import load_config
 
 from bf_jax.models.classifier import build_model
-from bf_jax.trainer import pairing, steps
+from bf_jax.trainer import run_record, train_state
 
 
 @pytest.mark.parametrize("name", [
@@ -18,7 +18,7 @@ def test_bf_on_and_off_share_every_other_modules_initial_parameters(name):
     config = load_config(name, f"bf={bf},smoke")
     shape = (8, 8, 1) if name == "digits_lt" else (8, 8, 3)
     model = build_model(config.model, config.bf, 10, shape, 4, config.seed, axis_name=None)
-    prints[bf] = pairing.fingerprints(steps.split_model(model)[1])
+    prints[bf] = run_record.fingerprints(train_state.split_model(model)[1])
   extra = set(prints["on"]) - set(prints["off"])
   assert extra == {"bfs" if "deit" in name else "bf"}
   assert prints["on"].items() - {(g, prints["on"][g]) for g in extra} == prints["off"].items()

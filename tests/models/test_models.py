@@ -11,7 +11,7 @@ from bf_jax.layer.batchformer import BatchFormer
 from bf_jax.models.classifier import build_model
 from bf_jax.models.heads import CosineHead
 from bf_jax.models.resnet import build_resnet
-from bf_jax.trainer import losses
+from bf_jax.trainer import supervised
 from bf_jax.trainer.config_base import base_config
 
 # torchvision / LDAM-DRW counts without the classifier (BatchNorm scale+bias included).
@@ -113,12 +113,12 @@ def test_ride_shapes_and_one_shared_batchformer(mode, rows):
 def test_ride_loss_sums_experts_and_rewards_diversity():
   cfg = base_config().loss
   cfg.update(name="ce", diversity_factor=-0.2, diversity_temperature=1.0)
-  fn = losses.build_loss(cfg, np.array([5, 5, 5]), experts=2)
+  fn = supervised.build_loss(cfg, np.array([5, 5, 5]), experts=2)
   same = jnp.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])  # experts agree: no diversity term
-  ce = float(losses.cross_entropy(same[:, 0], jnp.array([0]))[0])
+  ce = float(supervised.cross_entropy(same[:, 0], jnp.array([0]))[0])
   np.testing.assert_allclose(fn(same, jnp.array([0]), 0), [2 * ce], rtol=1e-5)
   apart = jnp.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
-  plain = sum(float(losses.cross_entropy(apart[:, e], jnp.array([0]))[0]) for e in range(2))
+  plain = sum(float(supervised.cross_entropy(apart[:, e], jnp.array([0]))[0]) for e in range(2))
   assert float(fn(apart, jnp.array([0]), 0)[0]) < plain  # disagreement lowers the loss
 
 

@@ -13,7 +13,7 @@ from bf_jax import tasks
 from bf_jax.models.resnet import build_resnet
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 from bf_jax.tasks import classify
-from bf_jax.trainer import steps
+from bf_jax.trainer import train_state
 
 GOLDEN = ROOT / "tests" / "golden" / "torchvision_resnet.npz"  # tools/make_resnet_golden.py
 WIDTH = {"resnet18": 1 / 8, "resnet50": 1 / 16}  # the golden models' reduced widths
@@ -29,7 +29,7 @@ def _golden(case):
 def test_imported_backbone_gives_torchs_features(case):
   weights, x_nchw, y = _golden(case)
   model = build_resnet(case, 3, width_mult=WIDTH[case], axis_name=None, rngs=nnx.Rngs(0))
-  graphdef, params, stats, other = steps.split_model(model)
+  graphdef, params, stats, other = train_state.split_model(model)
   params, stats = load_torchvision_resnet(case, params, stats, weights)
   model = nnx.merge(graphdef, params, stats, other)
   # Jitted: op by op, a ResNet-50 forward compiles every op of its shapes afresh.
@@ -41,16 +41,16 @@ def test_mismatched_files_are_refused_by_name():
   weights, _, _ = _golden("resnet18")
   model = nnx.eval_shape(lambda: build_resnet("resnet50", 3, width_mult=1 / 16, axis_name=None,
                                               rngs=nnx.Rngs(0)))
-  _, params, stats, _ = steps.split_model(model)
+  _, params, stats, _ = train_state.split_model(model)
   with pytest.raises(ValueError, match=r"'layer1.0.conv1.weight' has shape \(8, 64, 3, 3\)"):
     load_torchvision_resnet("resnet50", params, stats, weights)  # a ResNet-18 file
   model = nnx.eval_shape(lambda: build_resnet("resnet18", 3, axis_name=None, rngs=nnx.Rngs(0)))
-  _, params, stats, _ = steps.split_model(model)
+  _, params, stats, _ = train_state.split_model(model)
   with pytest.raises(ValueError, match="'layer1.0.conv1.weight' has shape"):
     load_torchvision_resnet("resnet18", params, stats, weights)  # full width vs the 1/8 file
   small = nnx.eval_shape(lambda: build_resnet("resnet18", 3, width_mult=1 / 8, axis_name=None,
                                               rngs=nnx.Rngs(0)))
-  _, params, stats, _ = steps.split_model(small)
+  _, params, stats, _ = train_state.split_model(small)
   with pytest.raises(ValueError, match="has no 'layer2.0.downsample.0.weight'"):
     load_torchvision_resnet("resnet18", params, stats, {
         k: v for k, v in weights.items() if k != "layer2.0.downsample.0.weight"})

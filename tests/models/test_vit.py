@@ -12,7 +12,7 @@ from bf_jax.models.classifier import build_model
 from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 from bf_jax.trainer import optim
 from bf_jax.trainer.config_base import base_config
-from bf_jax.trainer.losses import cross_entropy
+from bf_jax.trainer.supervised import cross_entropy
 
 
 def _vit(insert_after=(0, 2), drop=0.0, shared=True):
@@ -117,7 +117,7 @@ def test_v2_step_is_the_same_on_one_and_eight_devices():
   import optax as _optax
 
   from bf_jax.layer import v2
-  from bf_jax.trainer import losses, sharding, steps
+  from bf_jax.trainer import sharding, supervised, train_state
 
   def build(axis_name):
     rngs = nnx.Rngs(0)
@@ -129,14 +129,14 @@ def test_v2_step_is_the_same_on_one_and_eight_devices():
   batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
            "label": rng.integers(0, 5, 16).astype(np.int32)}
   tx = _optax.sgd(0.5)  # updates proportional to gradients (Adam would amplify float noise)
-  loss_fn = losses.build_loss(base_config().loss, np.ones(5))
+  loss_fn = supervised.build_loss(base_config().loss, np.ones(5))
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(devices)
-    graphdef, params, stats, other = steps.split_model(build("data"))
+    graphdef, params, stats, other = train_state.split_model(build("data"))
     state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)},
                                mesh)
-    step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, seed=3)
+    step = supervised.make_train_step(graphdef, other, tx, loss_fn, mesh, seed=3)
     state, metrics = step(state, sharding.put_batch(batch, mesh), np.int32(0))
     results.append((jax.device_get(state["params"]), float(metrics["loss"])))
   (p1, l1), (p8, l8) = results

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bf_jax.trainer import losses, optim
+from bf_jax.trainer import optim, supervised
 from bf_jax.trainer.config_base import base_config
 
 
@@ -23,15 +23,15 @@ LOGITS, COUNTS = np.array([1.0, 2.0, 0.5]), np.array([60, 30, 10])
 
 def test_cross_entropy_and_balanced_softmax_by_hand():
   logits, label = jnp.asarray(LOGITS)[None], jnp.array([2])  # label 2: the rarest class
-  ce = losses.build_loss(_loss_cfg(name="ce"), COUNTS)
+  ce = supervised.build_loss(_loss_cfg(name="ce"), COUNTS)
   np.testing.assert_allclose(ce(logits, label, 0), [_ce(LOGITS, 2)], rtol=1e-6)
-  bs = losses.build_loss(_loss_cfg(name="balanced_softmax"), COUNTS)
+  bs = supervised.build_loss(_loss_cfg(name="balanced_softmax"), COUNTS)
   np.testing.assert_allclose(bs(logits, label, 0), [_ce(LOGITS + np.log(COUNTS / 100), 2)],
                              rtol=1e-6)
 
 
 def test_logit_adjusted_scales_the_prior_by_tau():
-  la = losses.build_loss(_loss_cfg(name="logit_adjusted", tau=0.5), COUNTS)
+  la = supervised.build_loss(_loss_cfg(name="logit_adjusted", tau=0.5), COUNTS)
   want = _ce(LOGITS + 0.5 * np.log(COUNTS / 100), 0)
   np.testing.assert_allclose(la(jnp.asarray(LOGITS)[None], jnp.array([0]), 0), [want], rtol=1e-6)
 
@@ -39,10 +39,10 @@ def test_logit_adjusted_scales_the_prior_by_tau():
 def test_ldam_margin_and_deferred_reweighting_switch():
   cfg = _loss_cfg(name="ldam", ldam_max_margin=0.5, ldam_scale=30.0, drw_beta=0.99,
                   drw_start_step=100)
-  fn = losses.build_loss(cfg, COUNTS)
+  fn = supervised.build_loss(cfg, COUNTS)
   m = COUNTS ** -0.25
   m = 0.5 * m / m.max()  # the rarest class gets the largest margin, 0.5
-  np.testing.assert_allclose(losses.ldam_margins(COUNTS, 0.5), m, rtol=1e-6)
+  np.testing.assert_allclose(supervised.ldam_margins(COUNTS, 0.5), m, rtol=1e-6)
   shifted = LOGITS - 30.0 * m[2] * np.eye(3)[2]
   logits, label = jnp.asarray(LOGITS)[None], jnp.array([2])
   np.testing.assert_allclose(fn(logits, label, 99), [_ce(shifted, 2)], rtol=1e-5)  # before DRW

@@ -1,6 +1,6 @@
 """``task="classify"``: supervised (long-tailed) classification with BatchFormer.
 
-``train.py``: the run (train, evaluate, select, per-class accuracy); ``build.py``: the model
+``train.py``: the run (train, evaluate, select, per-class accuracy); ``model.py``: the model
 and state a config builds; ``metrics.py``: the many/medium/few-shot accuracies; ``checks.py``:
 the config checks; ``probe.py``: what the trained layer attends to (at each evaluation, and
 ``inspect`` on a checkpoint).

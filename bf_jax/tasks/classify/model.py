@@ -13,19 +13,14 @@ from bf_jax import data
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.classify.paco import queue as paco_queue
 from bf_jax.tasks.classify.paco.model import build_paco
-from bf_jax.trainer import losses, optim, setup, sharding, steps
+from bf_jax.trainer import supervised, train_state
 
 
 @dataclasses.dataclass
-class Parts:
+class Parts(train_state.Built):
   """What a config builds before training: the model split into pure dicts, the optimizer, the
-  loss and the initial (replicated) state."""
-  graphdef: Any
-  other: dict
-  tx: Any
-  schedule: Any
-  loss_fn: Any  # None for PaCo: its step holds its own loss
-  state: dict
+  initial (replicated) state, and the loss."""
+  loss_fn: Any = None  # None for PaCo: its step holds its own loss
   momentum: tuple | None = None  # PaCo: the key encoder's (graphdef, other)
   log_prior: Any = None  # PaCo: log class prior of the training set [K]
 
@@ -37,30 +32,27 @@ def build(config, mesh, dataset: data.Data) -> Parts:
     return _build_paco(config, mesh, dataset, local_batch)
   model = build_model(config.model, config.bf, dataset.num_classes, dataset.image_shape,
                       local_batch, config.seed, freeze_backbone=config.init.freeze_backbone)
-  graphdef, params, stats, other = steps.split_model(model)
-  setup.load_pretrained(config, params, stats)  # a resumed run's checkpoint replaces them
   frozen = ("backbone",) if config.init.freeze_backbone else ()
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps, frozen)
-  loss_fn = losses.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
-  state = {"params": params, "stats": stats, "opt_state": tx.init(params)}
-  if config.optim.ema_decay:
-    state["ema"] = jax.tree.map(np.array, params)  # its own buffers: the step donates state
-  return Parts(graphdef, other, tx, schedule, loss_fn, sharding.replicate(state, mesh))
+  # The weights' EMA gets its own buffers: the step donates the state.
+  ema = (lambda params, stats: {"ema": jax.tree.map(np.array, params)}) \
+      if config.optim.ema_decay else None
+  built = train_state.init(config, model, mesh, frozen, ema)
+  loss_fn = supervised.build_loss(config.loss, dataset.train_class_counts, config.model.experts)
+  return Parts(**vars(built), loss_fn=loss_fn)
 
 
 def _build_paco(config, mesh, dataset: data.Data, local_batch: int) -> Parts:
   """PaCo's online model, key encoder (starting as a copy of the online parameters) and queue."""
   online, key_encoder = build_paco(config, dataset.num_classes, dataset.image_shape, local_batch)
-  graphdef, params, stats, other = steps.split_model(online)
-  m_graphdef, m_params, m_stats, m_other = steps.split_model(key_encoder)
-  setup.load_pretrained(config, params, stats)
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  state = {"params": params, "stats": stats, "opt_state": tx.init(params),
-           "momentum": {"params": {k: jax.tree.map(np.array, params[k]) for k in m_params},
-                        "stats": m_stats},
-           "queue": paco_queue.init(config.paco.queue, config.paco.dim, dataset.num_classes,
-                                    config.seed)}
+  m_graphdef, m_params, m_stats, m_other = train_state.split_model(key_encoder)
+
+  def extra(params, stats):
+    return {"momentum": {"params": {k: jax.tree.map(np.array, params[k]) for k in m_params},
+                         "stats": m_stats},
+            "queue": paco_queue.init(config.paco.queue, config.paco.dim, dataset.num_classes,
+                                     config.seed)}
+
+  built = train_state.init(config, online, mesh, extra=extra)
   counts = np.maximum(np.asarray(dataset.train_class_counts, np.float64), 1.0)
   log_prior_K = np.log(counts / counts.sum() + 1e-9).astype(np.float32)
-  return Parts(graphdef, other, tx, schedule, None, sharding.replicate(state, mesh),
-               (m_graphdef, m_other), log_prior_K)
+  return Parts(**vars(built), momentum=(m_graphdef, m_other), log_prior=log_prior_K)

@@ -15,18 +15,18 @@ import numpy as np
 from etils import epath
 
 from bf_jax import data
-from bf_jax.data import pipeline
-from bf_jax.tasks.classify import build, checks
-from bf_jax.trainer import checkpointing, prober, setup
+from bf_jax.tasks.classify import checks, model
+from bf_jax.trainer import feed, prober
+from bf_jax.trainer.run import restore_newest
 
 
 def probe_batches(config, dataset: data.Data, n: int) -> list[dict[str, np.ndarray]]:
   """This process's part of the first ``n`` global batches of the probe stream."""
-  stream = pipeline.train_batches(
+  stream = feed.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.probe.seed, 0, jax.process_index(), jax.process_count(),
-      sampler=config.data.sampler, labels=dataset.train_labels)
-  return prober.first_batches(stream, n)
+      dataset.num_classes, config.probe.seed, sampler=config.data.sampler,
+      labels=dataset.train_labels)
+  return feed.first_batches(stream, n)
 
 
 def make_prober(config, dataset: data.Data, parts, mesh: jax.sharding.Mesh,
@@ -46,13 +46,9 @@ def inspect(config, workdir: str | pathlib.Path, out: str | pathlib.Path | None 
                      f"layer to probe; inspect the run of the same seed with bf.enabled=True.")
   config.probe.enabled = True
   checks.validate(config)
-  mesh, dataset = setup.prepare(config)
-  parts = build.build(config, mesh, dataset)
-  ckpt = checkpointing.Checkpointer(workdir, 0, config.ckpt.keep)
-  try:
-    step, state = ckpt.restore_latest(parts.state)
-  finally:
-    ckpt.close()
+  mesh, dataset = feed.prepare(config)
+  parts = model.build(config, mesh, dataset)
+  step, state = restore_newest(config, workdir, parts.state)
   if step == 0:
     raise FileNotFoundError(f"{workdir} holds no checkpoint yet (checkpoints/ is empty): train "
                             f"it first, or give the workdir of a run that saved one.")

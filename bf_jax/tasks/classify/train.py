@@ -10,16 +10,15 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from etils import epath
 
 from bf_jax import data
-from bf_jax.data import mixup, pipeline
+from bf_jax.data import mixup
 from bf_jax.data.mixup import MixConfig
-from bf_jax.tasks.classify import build, checks, metrics, probe
-from bf_jax.tasks.classify.paco import step as paco_step
-from bf_jax.trainer import (checkpointing, loop, pairing, plots, run_record, setup,
-                            sharding, steps, writers)
+from bf_jax.tasks.classify import checks, metrics, model, probe
+from bf_jax.tasks.classify.paco import steps as paco_steps
+from bf_jax.trainer import feed, plots, supervised, writers
 from bf_jax.trainer import prober as prober_lib
+from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
 
@@ -30,10 +29,9 @@ def _evaluate(eval_step, state, dataset: data.Data, config, mesh,
   correct_K = np.zeros(dataset.num_classes)
   total_K = np.zeros(dataset.num_classes)
   source = dataset.eval_source if source is None else source
-  batches = pipeline.eval_batches(source, config.eval_batch_size, dataset.preprocess,
-                                  dataset.num_classes, jax.process_index(), jax.process_count())
-  for batch in batches:
-    c, t, _ = eval_step(state, sharding.put_batch(batch, mesh))
+  for batch in feed.eval_batches(source, config.eval_batch_size, dataset.preprocess,
+                                 dataset.num_classes, mesh):
+    c, t, _ = eval_step(state, batch)
     correct_K += np.asarray(jax.device_get(c))
     total_K += np.asarray(jax.device_get(t))
   return correct_K, total_K
@@ -65,24 +63,6 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
   return current if selected is None or current["val_acc"] > selected["val_acc"] else selected
 
 
-def _train_loop(config, mesh, dataset: data.Data, state, start_step: int, stop_at: int | None,
-                train_step, eval_step, schedule, ckpt: checkpointing.Checkpointer,
-                writer: writers.MetricWriter, prober: prober_lib.Prober | None):
-  """The classifier's batches and evaluation, through the shared loop."""
-  batches = pipeline.train_batches(
-      dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count(),
-      sampler=config.data.sampler, labels=dataset.train_labels)
-
-  def evaluate(state, step: int, selected: dict | None) -> dict:
-    if prober is not None:  # what the layer attends to, at this point of training
-      prober.record(state, step, writer)
-    return _eval_and_select(eval_step, state, dataset, config, mesh, step, writer, selected)
-
-  return loop.run(config, mesh, state, start_step, stop_at, batches, train_step, evaluate,
-                  schedule, ckpt, writer)
-
-
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
         stop_at: int | None = None) -> dict[str, Any]:
   """Trains the config in ``workdir`` (resuming if it holds a checkpoint); returns final metrics.
@@ -92,58 +72,43 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   """
   # ---------------------------------------------------------------- config, mesh, data
   checks.validate(config)
-  mesh, dataset = setup.prepare(config, devices)
-  workdir = epath.Path(workdir)
+  mesh, dataset = feed.prepare(config, devices)
 
   # ---------------------------------------------------------------- model, optimizer, steps
-  parts = build.build(config, mesh, dataset)
-  state, graphdef, other, loss_fn = parts.state, parts.graphdef, parts.other, parts.loss_fn
+  parts = model.build(config, mesh, dataset)
   mix = MixConfig(config.data.mixup, config.data.cutmix, config.data.mix_switch_prob,
                   config.data.label_smoothing, dataset.num_classes)
   if config.paco.enabled:  # PaCo's own step: key encoder, queue, its loss
-    train_step = paco_step.make_train_step(
-        graphdef, other, *parts.momentum, parts.tx, mesh, config.seed, config.paco,
+    train_step = paco_steps.make_train_step(
+        parts.graphdef, parts.other, *parts.momentum, parts.tx, mesh, config.seed, config.paco,
         parts.log_prior, skip_nonfinite=config.optim.skip_nonfinite > 0)
   else:
-    train_step = steps.make_train_step(
-        graphdef, other, parts.tx, loss_fn, mesh, config.seed,
+    train_step = supervised.make_train_step(
+        parts.graphdef, parts.other, parts.tx, parts.loss_fn, mesh, config.seed,
         skip_nonfinite=config.optim.skip_nonfinite > 0,
         mix_fn=functools.partial(mixup.mix, cfg=mix) if mix.active else None,
         ema_decay=config.optim.ema_decay)
-  eval_step = steps.make_eval_step(graphdef, other, dataset.num_classes, mesh)
-  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  eval_step = supervised.make_eval_step(parts.graphdef, parts.other, dataset.num_classes, mesh)
+  n_params = sum(x.size for x in jax.tree.leaves(parts.state["params"]))
   log.info("model %s%s + %s: %d parameters on %d devices", config.model.name,
            " (PaCo)" if config.paco.enabled else "",
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
   wanted = prober_lib.wanted(config)
   prober = probe.make_prober(config, dataset, parts, mesh, workdir) if wanted else None
 
-  # ---------------------------------------------------------------- checkpoint: resume if any
-  diffs = run_record.check(config, workdir)  # before anything is written
-  ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)
-  start_step, state = ckpt.restore_latest(state)
-  if start_step:
-    log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  elif config.init.from_workdir:  # a second stage starts from the first stage's weights
-    state = checkpointing.load_parts(config.init.from_workdir, tuple(config.init.parts), state)
-    log.info("initialized %s from %s", list(config.init.parts), config.init.from_workdir)
-  elif config.init.freeze_backbone:
-    log.warning("init.freeze_backbone without init.from_workdir: the frozen backbone is its random "
-                "initialization (a random-feature baseline); set --config.init.from_workdir to the "
-                "run that trained it.")
-  run_record.record(config, workdir, start_step, diffs, ckpt)
-  if start_step == 0:  # after init.from_workdir: a second stage starts from the first's weights
-    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
-  writer = writers.MetricWriter(workdir)
+  # ---------------------------------------------------------------- train loop (resumes if it can)
+  with Run(config, workdir, mesh, parts.state) as run:
+    batches = run.train_batches(dataset.train_source, dataset.train_indices, dataset.preprocess,
+                                dataset.num_classes, sampler=config.data.sampler,
+                                labels=dataset.train_labels)
 
-  # ---------------------------------------------------------------- train loop
-  try:
-    state, step, selected = _train_loop(
-        config, mesh, dataset, state, start_step, stop_at, train_step, eval_step, parts.schedule,
-        ckpt, writer, prober)
-  finally:  # flush logs and finish async saves even when a step fails
-    ckpt.close()
-    writer.close()
+    def evaluate(state, step: int, selected: dict | None) -> dict:
+      if prober is not None:  # what the layer attends to, at this point of training
+        prober.record(state, step, run.writer)
+      return _eval_and_select(eval_step, state, dataset, config, mesh, step, run.writer,
+                              selected)
+
+    state, step, selected = run.train(batches, train_step, evaluate, parts.schedule, stop_at)
 
   # ---------------------------------------------------------------- wrap up
   result = {"step": step, "preempted": step < config.total_steps}
@@ -155,12 +120,10 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
       result["val_acc"] = selected["val_acc"]
     if "ema_acc" in selected:
       result["ema_acc"] = selected["ema_acc"]
-  if step == config.total_steps:
-    pairing.write_result(workdir, result)
-  if step == config.total_steps and jax.process_index() == 0:
+  if run.finish(result) and jax.process_index() == 0:
     acc_K = metrics.per_class_accuracy(correct_K, total_K)
     counts = dataset.train_class_counts
-    (workdir / "per_class.json").write_text(json.dumps(
+    (run.workdir / "per_class.json").write_text(json.dumps(
         {"train_counts": counts.tolist(), "test_acc": acc_K.tolist(), **result}, indent=1))
-    plots.plot_per_class({"this run": (counts, acc_K)}, workdir / "per_class_accuracy.png")
+    plots.plot_per_class({"this run": (counts, acc_K)}, run.workdir / "per_class_accuracy.png")
   return result

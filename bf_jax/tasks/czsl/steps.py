@@ -11,7 +11,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from bf_jax.trainer.sharding import AXIS
-from bf_jax.trainer.steps import State
+from bf_jax.trainer.train_state import State
 
 
 def make_logits_step(graphdef: nnx.GraphDef, other: dict, mesh: jax.sharding.Mesh) -> Callable:

@@ -3,7 +3,7 @@
 A ResNet image encoder (fine-tuned, its own lr via ``optim.backbone_lr_mult``), BatchFormer on
 the pooled image feature (two streams, pair labels duplicated: features and labels both, unlike
 upstream's CGE command), then a compatibility head (CGE or CompCos,
-``bf_jax/tasks/czsl/models.py``) scoring every pair. Training sees only images of seen
+``bf_jax/tasks/czsl/model.py``) scoring every pair. Training sees only images of seen
 (training) pairs and a cross-entropy over the seen pairs: unseen pairs' logits are masked out of
 the softmax. Every ``eval_every_steps``
 the val and test splits are scored over all pairs and evaluated closed-world
@@ -21,7 +21,6 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import nnx
 
 from bf_jax.data import IMAGENET_MEAN, IMAGENET_STD, pipeline
@@ -30,21 +29,21 @@ from bf_jax.tasks.czsl import checks
 from bf_jax.tasks.czsl import steps as czsl_steps
 from bf_jax.tasks.czsl.data import CZSLData, load_czsl
 from bf_jax.tasks.czsl.metrics import closed_world_metrics
-from bf_jax.tasks.czsl.models import build_czsl_head
-from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
-                            sharding, steps, writers)
+from bf_jax.tasks.czsl.model import build_czsl_head
+from bf_jax.trainer import feed, plots, sharding, supervised, train_state
+from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
 REPORTED = ("AUC", "best_hm", "best_seen", "best_unseen", "attr_acc", "obj_acc")
 
 
-def seen_pairs_loss(seen_mask_P: np.ndarray) -> losses.LossFn:
+def seen_pairs_loss(seen_mask_P: np.ndarray) -> supervised.LossFn:
   """Cross-entropy over the seen pairs only: the other logits leave the softmax."""
   keep_P = jnp.asarray(seen_mask_P)
 
   def loss(logits_NxP: jax.Array, labels_N: jax.Array, step: jax.Array) -> jax.Array:
     masked = jnp.where(keep_P, logits_NxP.astype(jnp.float32), -1e30)
-    return losses.cross_entropy(masked, labels_N)
+    return supervised.cross_entropy(masked, labels_N)
 
   return loss
 
@@ -67,9 +66,8 @@ def _scores(logits_step, state, source, preprocess, num_pairs: int, config, mesh
             ) -> tuple[np.ndarray, np.ndarray]:
   """Scores over all pairs [N, P] and true pairs [N] of every image of ``source``."""
   scores, labels = [], []
-  for batch in pipeline.eval_batches(source, config.eval_batch_size, preprocess, num_pairs,
-                                     jax.process_index(), jax.process_count()):
-    logits, y, mask = logits_step(state, sharding.put_batch(batch, mesh))
+  for batch in feed.eval_batches(source, config.eval_batch_size, preprocess, num_pairs, mesh):
+    logits, y, mask = logits_step(state, batch)
     keep = np.asarray(mask) > 0
     scores.append(np.asarray(logits)[keep])
     labels.append(np.asarray(y)[keep])
@@ -95,7 +93,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   metrics of the best-val-AUC evaluation."""
   # ---------------------------------------------------------------- config, mesh, data
   checks.validate(config)
-  mesh = setup.make_mesh(config, devices)
+  mesh = sharding.make_mesh(devices, config)
   data = load_czsl(config.data.name, config.data.data_dir)
   train_source = data.sources["train"]
   if len(train_source) < config.batch_size:
@@ -116,54 +114,37 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   log.info("czsl %s: %d attrs, %d objs, %d pairs (%d seen); images train %d / val %d / test %d",
            config.data.name, len(data.pairs.attrs), len(data.pairs.objs), num_pairs, seen.sum(),
            len(train_source), len(data.sources["val"]), len(data.sources["test"]))
-  workdir = epath.Path(workdir)
 
   # ---------------------------------------------------------------- model, optimizer, steps
   local_batch = config.batch_size // mesh.devices.size
   model = build_czsl_model(config, data, (size, size, 3), local_batch, config.seed)
-  graphdef, params, stats, other = steps.split_model(model)
-  setup.load_pretrained(config, params, stats)
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
-  train_step = steps.make_train_step(graphdef, other, tx, seen_pairs_loss(seen), mesh,
-                                     config.seed, skip_nonfinite=config.optim.skip_nonfinite > 0)
-  logits_step = czsl_steps.make_logits_step(graphdef, other, mesh)
+  built = train_state.init(config, model, mesh)
+  train_step = supervised.make_train_step(
+      built.graphdef, built.other, built.tx, seen_pairs_loss(seen), mesh, config.seed,
+      skip_nonfinite=config.optim.skip_nonfinite > 0)
+  logits_step = czsl_steps.make_logits_step(built.graphdef, built.other, mesh)
 
-  # ---------------------------------------------------------------- checkpoint: resume if any
+  # ---------------------------------------------------------------- train loop (resumes if it can)
   history: list[dict] = []
-  diffs = run_record.check(config, workdir)  # before anything is written
-  ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep,
-                                    extras=lambda: ({"history": history}, {}))
-  start_step, state = ckpt.restore_latest(state, extras_target=lambda info: {})
-  if start_step:
-    history[:] = ckpt.restored_extras[0]["history"]
-    log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs, ckpt)
-  if start_step == 0:
-    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
-  writer = writers.MetricWriter(workdir)
+  with Run(config, workdir, mesh, built.state, extras=lambda: ({"history": history}, {}),
+           extras_target=lambda info: {}) as run:
+    if run.restored_extras is not None:
+      history[:] = run.restored_extras[0]["history"]
 
-  # ---------------------------------------------------------------- train loop
-  def evaluate(state, step: int, selected) -> dict:
-    if history and history[-1]["step"] == step:
-      return max(history, key=lambda h: h["val"]["AUC"])  # a finished run, resumed
-    metrics = evaluate_splits(logits_step, state, data, preprocess, config, mesh)
-    history.append({"step": step, **metrics})
-    for split, m in metrics.items():
-      writer.write(step, {k: m[k] for k in REPORTED}, prefix=f"{split}/")
-      log.info("eval step %d %s: AUC %.2f, best HM %.2f, seen %.2f, unseen %.2f, attr %.2f, "
-               "obj %.2f", step, split, *(100 * m[k] for k in REPORTED))
-    return max(history, key=lambda h: h["val"]["AUC"])  # the first of equals
+    def evaluate(state, step: int, selected) -> dict:
+      if history and history[-1]["step"] == step:
+        return max(history, key=lambda h: h["val"]["AUC"])  # a finished run, resumed
+      metrics = evaluate_splits(logits_step, state, data, preprocess, config, mesh)
+      history.append({"step": step, **metrics})
+      for split, m in metrics.items():
+        run.writer.write(step, {k: m[k] for k in REPORTED}, prefix=f"{split}/")
+        log.info("eval step %d %s: AUC %.2f, best HM %.2f, seen %.2f, unseen %.2f, attr %.2f, "
+                 "obj %.2f", step, split, *(100 * m[k] for k in REPORTED))
+      return max(history, key=lambda h: h["val"]["AUC"])  # the first of equals
 
-  batches = pipeline.train_batches(
-      train_source, np.arange(len(train_source)), config.batch_size, preprocess, num_pairs,
-      config.seed, start_step, jax.process_index(), jax.process_count())
-  try:
-    state, step, selected = loop.run(config, mesh, state, start_step, stop_at, batches,
-                                     train_step, evaluate, schedule, ckpt, writer)
-  finally:
-    ckpt.close()
-    writer.close()
+    batches = run.train_batches(train_source, np.arange(len(train_source)), preprocess,
+                                num_pairs)
+    state, step, selected = run.train(batches, train_step, evaluate, built.schedule, stop_at)
 
   # ---------------------------------------------------------------- wrap up
   result: dict[str, Any] = {"step": step, "preempted": step < config.total_steps}
@@ -171,15 +152,13 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
     return result
   result.update({k: selected["test"][k] for k in REPORTED}, selected_step=selected["step"],
                 val_AUC=selected["val"]["AUC"])
-  if step == config.total_steps:
-    pairing.write_result(workdir, result)
-  if step == config.total_steps and jax.process_index() == 0:
-    (workdir / "czsl_result.json").write_text(json.dumps({**result, "history": history},
-                                                         indent=1))
+  if run.finish(result) and jax.process_index() == 0:
+    (run.workdir / "czsl_result.json").write_text(json.dumps({**result, "history": history},
+                                                             indent=1))
     test = selected["test"]
     plots.plot_curves({"test, selected step": (test["unseen_acc_curve"],
                                                test["seen_acc_curve"])},
-                      workdir / "seen_unseen.png", ylabel="seen accuracy (%)",
+                      run.workdir / "seen_unseen.png", ylabel="seen accuracy (%)",
                       title=f"{config.data.name}: seen vs unseen accuracy over the bias sweep "
                             f"(AUC {100 * test['AUC']:.2f})", xlabel="unseen accuracy (%)",
                       x_scale=100.0)

@@ -25,8 +25,8 @@ from etils import epath
 
 from bf_jax.tasks.dg import checks
 from bf_jax.tasks.dg.domains import load_meta
-from bf_jax.tasks.dg.train import RESULT_FILE, train_one
-from bf_jax.trainer import run_record, setup
+from bf_jax.tasks.dg.train import train_one
+from bf_jax.trainer import run_record, sharding
 
 log = logging.getLogger("bf_jax")
 SELECTIONS = {"erm_val": "ERM, training-domain validation", "erm_last": "ERM, last step",
@@ -41,7 +41,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
         stop_at: int | None = None) -> dict[str, Any]:
   """Trains every pending (test domain, trial seed) run, then tabulates all of them."""
   checks.validate(config)
-  setup.make_mesh(config, devices)  # its loud checks, before the first run
+  sharding.make_mesh(devices, config)  # its loud checks, before the first run
   domains = list(load_meta(config.data.name, config.data.data_dir)["domains"])
   test_domains = list(config.dg.test_domains) or domains
   for domain in test_domains:  # every run's record first: a changed config stops the whole sweep
@@ -51,9 +51,9 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   for domain in test_domains:
     for trial in config.dg.trial_seeds:
       directory = run_dir(workdir, domain, trial)
-      if (directory / RESULT_FILE).exists():
+      if (directory / run_record.RESULT_FILE).exists():
         log.info("dg: %s / trial %d is done (%s); not rerun.", domain, trial, directory)
-        results.append(json.loads((directory / RESULT_FILE).read_text()))
+        results.append(json.loads((directory / run_record.RESULT_FILE).read_text()))
         continue
       result = train_one(config, directory, domain, trial, devices, stop_at)
       if result["preempted"]:

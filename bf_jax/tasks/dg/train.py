@@ -15,7 +15,6 @@ Checkpoints hold the SWAD sums and the evaluation history, so a preempted run re
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Any, Sequence
@@ -23,27 +22,24 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
-from bf_jax.data import pipeline
 from bf_jax.models.classifier import build_model
 from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
+from bf_jax.tasks.dg.plots import plot_val_loss
 from bf_jax.tasks.dg.swad import SwadAverager
-from bf_jax.trainer import (checkpointing, loop, losses, optim, pairing, plots, run_record, setup,
-                            sharding, steps, writers)
+from bf_jax.trainer import feed, sharding, supervised, train_state
 from bf_jax.trainer import prober as prober_lib
+from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
-RESULT_FILE = "result.json"
 
 
 def _sums(eval_step, state, source, data: DGData, config, mesh) -> np.ndarray:
   """[correct, total, summed cross-entropy] over every example of ``source``, once."""
   sums = np.zeros(3)
-  for batch in pipeline.eval_batches(source, config.eval_batch_size, data.preprocess,
-                                     data.num_classes, jax.process_index(), jax.process_count()):
-    sums += [float(x.sum()) for x in jax.device_get(eval_step(state, sharding.put_batch(batch,
-                                                                                        mesh)))]
+  for batch in feed.eval_batches(source, config.eval_batch_size, data.preprocess,
+                                 data.num_classes, mesh):
+    sums += [float(x.sum()) for x in jax.device_get(eval_step(state, batch))]
   return sums
 
 
@@ -98,7 +94,6 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
 
   The config was validated by the caller (``dg.sweep.run``).
   """
-  workdir = epath.Path(workdir)
   mesh = sharding.make_mesh(devices)
   data = load_dg(config.data, config.dg, test_domain, trial_seed)
   seed = config.seed + trial_seed
@@ -110,90 +105,75 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
   local_batch = config.batch_size // mesh.devices.size
   model = build_model(config.model, config.bf, data.num_classes, data.image_shape, local_batch,
                       seed)
-  graphdef, params, stats, other = steps.split_model(model)
-  setup.load_pretrained(config, params, stats)
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  loss_fn = losses.build_loss(config.loss, data.train_class_counts, 0)
-  state = sharding.replicate({"params": params, "stats": stats, "opt_state": tx.init(params)}, mesh)
-  train_step = steps.make_train_step(graphdef, other, tx, loss_fn, mesh, seed,
-                                     skip_nonfinite=config.optim.skip_nonfinite > 0)
-  eval_step = steps.make_eval_step(graphdef, other, data.num_classes, mesh)
+  built = train_state.init(config, model, mesh)
+  graphdef, other, state = built.graphdef, built.other, built.state
+  loss_fn = supervised.build_loss(config.loss, data.train_class_counts, 0)
+  train_step = supervised.make_train_step(graphdef, other, built.tx, loss_fn, mesh, seed,
+                                          skip_nonfinite=config.optim.skip_nonfinite > 0)
+  eval_step = supervised.make_eval_step(graphdef, other, data.num_classes, mesh)
   prober = None
   if prober_lib.wanted(config):  # the same balanced batches, probe.seed's draw
-    probe_stream = pipeline.train_batches(
+    probe_stream = feed.train_batches(
         data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
-        data.num_classes, config.probe.seed, 0, jax.process_index(), jax.process_count(),
+        data.num_classes, config.probe.seed,
         index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain,
                                              config.probe.seed))
     prober = prober_lib.Prober(
-        config, prober_lib.first_batches(probe_stream, config.probe.batches),
+        config, feed.first_batches(probe_stream, config.probe.batches),
         data.train_class_counts, graphdef, other, loss_fn, mesh, workdir,
         f"{config.data.name}, test domain {test_domain}")
 
   # ---------------------------------------------------------------- SWAD, history, resume
   cfg = config.dg
   use_swad = cfg.algorithm == "swad"
-  run = {"swad": SwadAverager(cfg.swad_n_converge, cfg.swad_n_tolerance,
-                              cfg.swad_tolerance_ratio) if use_swad else None,
-         "history": []}
+  kept = {"swad": SwadAverager(cfg.swad_n_converge, cfg.swad_n_tolerance,
+                               cfg.swad_tolerance_ratio) if use_swad else None,
+          "history": []}
 
   def extras() -> tuple[dict, dict]:
-    info, arrays = run["swad"].checkpoint_parts() if use_swad else (None, {})
-    return {"swad": info, "history": run["history"]}, arrays
+    info, arrays = kept["swad"].checkpoint_parts() if use_swad else (None, {})
+    return {"swad": info, "history": kept["history"]}, arrays
 
   def extras_target(info: dict) -> dict:
     names = SwadAverager.sum_names(info["swad"]) if info.get("swad") else []
     return {name: _sums_target(state["params"]) for name in names}
 
-  diffs = run_record.check(config, workdir)  # before anything is written
-  ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep, extras)
-  start_step, state = ckpt.restore_latest(state, extras_target)
-  if start_step:
-    info, arrays = ckpt.restored_extras
-    run["history"] = list(info["history"])
-    if use_swad:
-      run["swad"] = SwadAverager.from_checkpoint_parts(info["swad"], arrays)
-    log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs, ckpt)
-  if start_step == 0:
-    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
-  writer = writers.MetricWriter(workdir)
+  with Run(config, workdir, mesh, state, extras, extras_target) as run:
+    if run.restored_extras is not None:
+      info, arrays = run.restored_extras
+      kept["history"] = list(info["history"])
+      if use_swad:
+        kept["swad"] = SwadAverager.from_checkpoint_parts(info["swad"], arrays)
 
-  # ---------------------------------------------------------------- train loop
-  def evaluate(state, step: int, selected) -> dict:
-    if prober is not None:  # what the layer attends to, at this point of training
-      prober.record(state, step, writer)
-    metrics = evaluate_all(eval_step, state, data, config, mesh)
-    if run["history"] and run["history"][-1]["step"] == step:
-      return metrics  # a resumed finished run evaluates its last step again: already counted
-    run["history"].append({"step": step, **metrics})
-    if use_swad:
-      run["swad"].end_segment(metrics["val_loss"])
-      metrics["swad_averaged_steps"] = run["swad"].n_averaged
-    log.info("eval step %d: val acc %.2f loss %.4f | test %s in %.2f (all %.2f)", step,
-             100 * metrics["val_acc"], metrics["val_loss"], test_domain, 100 * metrics["test_in"],
-             100 * metrics["test_all"])
-    writer.write(step, metrics, prefix="eval/")
-    return metrics
+    # -------------------------------------------------------------- train loop
+    def evaluate(state, step: int, selected) -> dict:
+      if prober is not None:  # what the layer attends to, at this point of training
+        prober.record(state, step, run.writer)
+      metrics = evaluate_all(eval_step, state, data, config, mesh)
+      if kept["history"] and kept["history"][-1]["step"] == step:
+        return metrics  # a resumed finished run evaluates its last step again: already counted
+      kept["history"].append({"step": step, **metrics})
+      if use_swad:
+        kept["swad"].end_segment(metrics["val_loss"])
+        metrics["swad_averaged_steps"] = kept["swad"].n_averaged
+      log.info("eval step %d: val acc %.2f loss %.4f | test %s in %.2f (all %.2f)", step,
+               100 * metrics["val_acc"], metrics["val_loss"], test_domain,
+               100 * metrics["test_in"], 100 * metrics["test_all"])
+      run.writer.write(step, metrics, prefix="eval/")
+      return metrics
 
-  on_step = (lambda s: run["swad"].add_step(s["params"])) if use_swad else None
-  batches = pipeline.train_batches(
-      data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
-      data.num_classes, seed, start_step, jax.process_index(), jax.process_count(),
-      index_batches=balanced_index_batches(data.train_groups, cfg.batch_per_domain, seed))
-  try:
-    state, step, _ = loop.run(config, mesh, state, start_step, stop_at, batches, train_step,
-                              evaluate, schedule, ckpt, writer, on_step=on_step)
-  finally:
-    ckpt.close()
-    writer.close()
-  if step < config.total_steps:
+    on_step = (lambda s: kept["swad"].add_step(s["params"])) if use_swad else None
+    batches = run.train_batches(
+        data.train_source, np.concatenate(data.train_groups), data.preprocess, data.num_classes,
+        seed, index_batches=balanced_index_batches(data.train_groups, cfg.batch_per_domain, seed))
+    state, step, _ = run.train(batches, train_step, evaluate, built.schedule, stop_at, on_step)
+  if not run.finished:
     return {"step": step, "preempted": True}
 
   # ---------------------------------------------------------------- wrap up
   swad_eval = None
   if use_swad:
-    averager = run["swad"]
+    averager = kept["swad"]
     swad_eval = evaluate_all(eval_step, _averaged_state(state, averager.averaged()), data,
                              config, mesh)
     swad_eval.update(window_steps(averager, config.eval_every_steps, step),
@@ -202,10 +182,10 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
              swad_eval["first_step"], swad_eval["last_step"], averager.t_s, averager.t_e,
              test_domain, 100 * swad_eval["test_in"])
   result = {"test_domain": test_domain, "trial_seed": trial_seed, "seed": seed,
-            "step": step, "preempted": False, **summarize(run["history"], swad_eval),
-            "swad_eval": swad_eval, "history": run["history"]}
+            "step": step, "preempted": False, **summarize(kept["history"], swad_eval),
+            "swad_eval": swad_eval, "history": kept["history"]}
+  run.finish(result)
   if jax.process_index() == 0:
-    (workdir / RESULT_FILE).write_text(json.dumps(result, indent=1))
-    plots.plot_swad(run["history"], swad_eval, workdir / "val_loss.png",
-                    f"{config.data.name}, test domain {test_domain}, trial {trial_seed}")
+    plot_val_loss(kept["history"], swad_eval, run.workdir / "val_loss.png",
+                  f"{config.data.name}, test domain {test_domain}, trial {trial_seed}")
   return result

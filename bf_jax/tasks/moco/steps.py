@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax.tasks.moco.contrastive import moco_loss_rows
 from bf_jax.trainer.sharding import AXIS
-from bf_jax.trainer.steps import State, apply_update, momentum_update
+from bf_jax.trainer.train_state import State, apply_update, momentum_update
 
 
 def momentum_schedule(base: float, total_steps: int, cosine: bool) -> Callable:

@@ -16,14 +16,14 @@ import jax
 import numpy as np
 from etils import epath
 
-from bf_jax.data import Data, pipeline
+from bf_jax.data import Data
 from bf_jax.data.split_files import Subset
 from bf_jax.models.classifier import build_backbone, build_batchformer
 from bf_jax.tasks.moco import checks, knn
 from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.tasks.moco.model import build_moco, momentum_params
-from bf_jax.trainer import (checkpointing, loop, optim, pairing, plots, run_record, setup, sharding,
-                            steps, writers)
+from bf_jax.trainer import feed, plots, train_state
+from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
 
@@ -32,10 +32,9 @@ def _features(feature_step, state, source, dataset: Data, config, mesh
               ) -> tuple[np.ndarray, np.ndarray]:
   """Unit backbone features and labels of every example of ``source`` (eval transform)."""
   feats, labels = [], []
-  for batch in pipeline.eval_batches(source, config.eval_batch_size, dataset.preprocess,
-                                     dataset.num_classes, jax.process_index(),
-                                     jax.process_count()):
-    f, y, mask = feature_step(state, sharding.put_batch(batch, mesh))
+  for batch in feed.eval_batches(source, config.eval_batch_size, dataset.preprocess,
+                                 dataset.num_classes, mesh):
+    f, y, mask = feature_step(state, batch)
     keep = np.asarray(mask) > 0
     feats.append(np.asarray(f)[keep])
     labels.append(np.asarray(y)[keep])
@@ -70,16 +69,14 @@ def build(config, image_shape: tuple[int, ...], mesh: jax.sharding.Mesh):
       lambda rngs: build_backbone(config.model, image_shape, rngs),
       lambda dim, rngs: build_batchformer(config.bf, dim, local_batch, rngs),
       config.seed)
-  graphdef, params, stats, other = steps.split_model(online)
-  m_graphdef, m_params, m_stats, m_other = steps.split_model(momentum)
-  tx, schedule = optim.build_optimizer(config.optim, config.bf, config.total_steps)
-  state = sharding.replicate(
-      {"params": params, "stats": stats, "opt_state": tx.init(params),
-       "momentum": {"params": momentum_params(params, m_params), "stats": m_stats}}, mesh)
+  m_graphdef, m_params, m_stats, m_other = train_state.split_model(momentum)
+  built = train_state.init(config, online, mesh, extra=lambda params, stats: {
+      "momentum": {"params": momentum_params(params, m_params), "stats": m_stats}})
   train_step = moco_steps.make_pretrain_step(
-      graphdef, other, m_graphdef, m_other, tx, mesh, config.seed, config.moco,
+      built.graphdef, built.other, m_graphdef, m_other, built.tx, mesh, config.seed, config.moco,
       config.total_steps, skip_nonfinite=config.optim.skip_nonfinite > 0)
-  return state, train_step, moco_steps.make_feature_step(graphdef, other, mesh), schedule
+  feature_step = moco_steps.make_feature_step(built.graphdef, built.other, mesh)
+  return built.state, train_step, feature_step, built.schedule
 
 
 def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | None = None,
@@ -90,8 +87,7 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   """
   # ---------------------------------------------------------------- config, mesh, data
   checks.validate(config)
-  mesh, dataset = setup.prepare(config, devices)
-  workdir = epath.Path(workdir)
+  mesh, dataset = feed.prepare(config, devices)
 
   # ---------------------------------------------------------------- models, optimizer, steps
   state, train_step, feature_step, schedule = build(config, dataset.image_shape, mesh)
@@ -99,43 +95,25 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
            "BatchFormer" if config.bf.enabled else "no BatchFormer",
            sum(x.size for x in jax.tree.leaves(state["params"])), mesh.devices.size)
 
-  # ---------------------------------------------------------------- checkpoint: resume if any
-  diffs = run_record.check(config, workdir)  # before anything is written
-  ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep)
-  start_step, state = ckpt.restore_latest(state)
-  if start_step:
-    log.info("resumed from the checkpoint at step %d in %s", start_step, ckpt.directory)
-  run_record.record(config, workdir, start_step, diffs, ckpt)
-  if start_step == 0:
-    pairing.record_init(workdir, pairing.fingerprints(state["params"]))
-  writer = writers.MetricWriter(workdir)
+  # ---------------------------------------------------------------- train loop (resumes if it can)
+  with Run(config, workdir, mesh, state) as run:
+    batches = run.train_batches(dataset.train_source, dataset.train_indices, dataset.preprocess,
+                                dataset.num_classes)
 
-  # ---------------------------------------------------------------- train loop
-  batches = pipeline.train_batches(
-      dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.seed, start_step, jax.process_index(), jax.process_count())
+    def evaluate(state, step: int, last: dict | None) -> dict:
+      acc = knn_monitor(feature_step, state, dataset, config, mesh)
+      log.info("eval step %d: kNN (k=%d) top-1 %.2f", step, config.moco.knn_k, 100 * acc)
+      run.writer.write(step, {"knn_acc": acc}, prefix="eval/")
+      return {"knn_acc": acc, "step": step}
 
-  def evaluate(state, step: int, last: dict | None) -> dict:
-    acc = knn_monitor(feature_step, state, dataset, config, mesh)
-    log.info("eval step %d: kNN (k=%d) top-1 %.2f", step, config.moco.knn_k, 100 * acc)
-    writer.write(step, {"knn_acc": acc}, prefix="eval/")
-    return {"knn_acc": acc, "step": step}
-
-  try:
-    if start_step == 0 and config.eval_every_steps:  # the curve's starting point: random init
-      evaluate(state, 0, None)
-    state, step, last = loop.run(config, mesh, state, start_step, stop_at, batches, train_step,
-                                 evaluate, schedule, ckpt, writer)
-  finally:  # flush logs and finish async saves even when a step fails
-    ckpt.close()
-    writer.close()
+    if run.start_step == 0 and config.eval_every_steps:  # the curve's start: random init
+      evaluate(run.state, 0, None)
+    state, step, last = run.train(batches, train_step, evaluate, schedule, stop_at)
   result = {"step": step, "preempted": step < config.total_steps}
   if last is not None:
     result["knn_acc"] = last["knn_acc"]
-  if step == config.total_steps:
-    pairing.write_result(workdir, result)
-  if step == config.total_steps and jax.process_index() == 0:
-    _plot_knn(workdir, "BatchFormer" if config.bf.enabled else "no BatchFormer")
+  if run.finish(result) and jax.process_index() == 0:
+    _plot_knn(run.workdir, "BatchFormer" if config.bf.enabled else "no BatchFormer")
   return result
 
 

@@ -10,8 +10,8 @@ from helpers import load_config, read_metrics
 
 from bf_jax import inspect as inspect_cli
 from bf_jax.tasks import classify
-from bf_jax.tasks.classify import build, probe
-from bf_jax.trainer import setup
+from bf_jax.tasks.classify import model, probe
+from bf_jax.trainer import feed
 
 
 def _config(scope="global", bf="on"):
@@ -63,8 +63,8 @@ def test_probe_is_the_same_on_one_and_eight_devices(scope):
   config = _config(scope)
   records = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh, dataset = setup.prepare(config, devices)
-    parts = build.build(config, mesh, dataset)
+    mesh, dataset = feed.prepare(config, devices)
+    parts = model.build(config, mesh, dataset)
     records.append(_flat(probe.make_prober(config, dataset, parts, mesh, "unused")
                          .measure(parts.state, 0)[0]))
   one, eight = records

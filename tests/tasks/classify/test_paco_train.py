@@ -14,10 +14,10 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax import tasks
 from bf_jax.data import pipeline
-from bf_jax.tasks.classify import build
-from bf_jax.tasks.classify.paco import step as paco_step
+from bf_jax.tasks.classify import model
+from bf_jax.tasks.classify.paco import steps as paco_steps
 from bf_jax.tasks.classify.paco.loss import paco_rows
-from bf_jax.trainer import setup, sharding
+from bf_jax.trainer import feed, sharding
 from bf_jax.trainer.sharding import AXIS
 
 
@@ -29,10 +29,10 @@ def _state(workdir):
 
 def test_one_step_contrasts_against_the_old_queue_then_enqueues_the_new_keys():
   config = load_config("digits_lt_paco", "smoke,bf=off")
-  mesh, dataset = setup.prepare(config, jax.devices()[:1])
-  parts = build.build(config, mesh, dataset)
+  mesh, dataset = feed.prepare(config, jax.devices()[:1])
+  parts = model.build(config, mesh, dataset)
   (m_graphdef, m_other), cfg = parts.momentum, config.paco
-  step_fn = paco_step.make_train_step(parts.graphdef, parts.other, m_graphdef, m_other,
+  step_fn = paco_steps.make_train_step(parts.graphdef, parts.other, m_graphdef, m_other,
                                       parts.tx, mesh, config.seed, cfg, parts.log_prior)
   batch = next(pipeline.train_batches(dataset.train_source, dataset.train_indices,
                                       config.batch_size, dataset.preprocess, 10, 0, 0, 0, 1))
@@ -66,7 +66,7 @@ def test_one_step_contrasts_against_the_old_queue_then_enqueues_the_new_keys():
   assert int(queue["ptr"]) == b
   # The key encoder moved toward the online weights before the step, not after the update.
   chex.assert_trees_all_close(jax.device_get(state["momentum"]["params"]),
-                              {k: before["params"][k] for k in paco_step.MOMENTUM_GROUPS},
+                              {k: before["params"][k] for k in paco_steps.MOMENTUM_GROUPS},
                               atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""CZSL heads (bf_jax.tasks.czsl.models): word vectors, the CGE graph, shapes, gradients, learnability."""
+"""CZSL heads (bf_jax.tasks.czsl.model): word vectors, the CGE graph, shapes, gradients, learnability."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from bf_jax.tasks.czsl.metrics import Pairs
-from bf_jax.tasks.czsl.models import (CGE, CompCos, ImageEmbedder, build_czsl_head, cge_adjacency,
+from bf_jax.tasks.czsl.model import (CGE, CompCos, ImageEmbedder, build_czsl_head, cge_adjacency,
                                       load_word_vectors, word_tokens)
 
 # 2 attrs x 2 objs, 3 pairs (sorted): 0=(a0,o0) seen, 1=(a0,o1) seen, 2=(a1,o0) unseen.

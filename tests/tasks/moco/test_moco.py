@@ -10,10 +10,11 @@ import tensorflow_datasets as tfds
 from helpers import load_config, read_metrics
 
 from bf_jax import tasks
-from bf_jax.tasks.moco import contrastive, pretrain
+from bf_jax.tasks.moco import contrastive
+from bf_jax.tasks.moco import train as moco_train
 from bf_jax.tasks.moco import steps as moco_steps
 from bf_jax.trainer import optim, sharding
-from bf_jax.trainer.steps import momentum_update
+from bf_jax.trainer.train_state import momentum_update
 
 
 def _np_info_nce(q, k, first, t):
@@ -106,7 +107,7 @@ def _tiny_config(**moco):
 
 def _step_parts(config, devices, image_shape=(8, 8, 3)):
   mesh = sharding.make_mesh(devices)
-  state, step, _, _ = pretrain.build(config, image_shape, mesh)
+  state, step, _, _ = moco_train.build(config, image_shape, mesh)
   images = np.random.default_rng(0).normal(size=(config.batch_size, 2, *image_shape))
   batch = sharding.put_batch({"image": images.astype(np.float32)}, mesh)
   return state, step, batch

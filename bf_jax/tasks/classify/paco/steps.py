@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from bf_jax.tasks.classify.paco import queue as queue_lib
 from bf_jax.tasks.classify.paco.loss import paco_rows
 from bf_jax.trainer.sharding import AXIS
-from bf_jax.trainer.steps import State, apply_update, momentum_update
+from bf_jax.trainer.train_state import State, apply_update, momentum_update
 
 MOMENTUM_GROUPS = ("backbone", "projector")  # the online groups the momentum encoder mirrors
 

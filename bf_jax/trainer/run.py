@@ -1,0 +1,120 @@
+"""One run's lifecycle in its workdir, the same for every task.
+
+  with Run(config, workdir, mesh, built.state) as run:   # refuses a changed config, restores
+    batches = run.train_batches(source, indices, preprocess, num_classes)
+    state, step, selected = run.train(batches, train_step, evaluate, built.schedule, stop_at)
+  run.finish(result)                                      # result.json, once total_steps is reached
+
+Entering checks ``config.json`` against the config (``run_record``), restores the newest
+checkpoint (or starts from ``init.from_workdir``), appends this start to the history, records the
+initial parameters' fingerprints and opens the metric writer. Leaving closes the checkpointer
+(finishing async saves) and the writer on every exit path. A task builds its state, step and
+evaluation and hands them over; ``ckpt.*`` and the process layout never reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from etils import epath
+
+from bf_jax.data import pipeline
+from bf_jax.trainer import checkpointing, feed, loop, run_record, writers
+
+log = logging.getLogger("bf_jax")
+
+
+class Run:
+  """``extras() -> (json_info, arrays)``: more run state saved with every checkpoint;
+  ``extras_target(info)`` the arrays' restore target. After entering, ``restored_extras`` holds
+  what the restored checkpoint saved with it (None on a fresh start)."""
+
+  def __init__(self, config, workdir: str | pathlib.Path, mesh: jax.sharding.Mesh, state: dict,
+               extras: Callable[[], tuple[dict, dict]] | None = None,
+               extras_target: Callable[[dict], dict] | None = None):
+    self.config, self.mesh, self.workdir = config, mesh, epath.Path(workdir)
+    self.state, self.start_step, self.step = state, 0, 0
+    self.restored_extras: tuple[dict, dict] | None = None
+    self._extras, self._extras_target = extras, extras_target
+    self.ckpt: checkpointing.Checkpointer | None = None
+    self.writer: writers.MetricWriter | None = None
+
+  def __enter__(self) -> Run:
+    config, workdir = self.config, self.workdir
+    diffs = run_record.check(config, workdir)  # before anything is written
+    self.ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep,
+                                           self._extras)
+    try:
+      self.start_step, self.state = self.ckpt.restore_latest(self.state, self._extras_target)
+      self.step = self.start_step
+      if self.start_step:
+        self.restored_extras = self.ckpt.restored_extras
+        log.info("resumed from the checkpoint at step %d in %s", self.start_step,
+                 self.ckpt.directory)
+      else:
+        self._start_from(config.init)
+      run_record.record(config, workdir, self.start_step, diffs, self.ckpt)
+      if self.start_step == 0:  # after init.from_workdir: a second stage starts from its weights
+        run_record.record_init(workdir, run_record.fingerprints(self.state["params"]))
+      self.writer = writers.MetricWriter(workdir)
+    except BaseException:
+      self.ckpt.close()
+      raise
+    return self
+
+  def _start_from(self, init) -> None:
+    if init.from_workdir:  # a second stage starts from the first stage's weights
+      self.state = checkpointing.load_parts(init.from_workdir, tuple(init.parts), self.state)
+      log.info("initialized %s from %s", list(init.parts), init.from_workdir)
+    elif init.freeze_backbone:
+      log.warning("init.freeze_backbone without init.from_workdir: the frozen backbone is its "
+                  "random initialization (a random-feature baseline); set "
+                  "--config.init.from_workdir to the run that trained it.")
+
+  def __exit__(self, *exc) -> None:
+    try:  # flush logs and finish async saves even when a step failed
+      self.ckpt.close()
+    finally:
+      if self.writer is not None:
+        self.writer.close()
+
+  def train_batches(self, source, indices: np.ndarray, preprocess: pipeline.Preprocess,
+                    num_classes: int, seed: int | None = None, **options
+                    ) -> Iterator[dict[str, np.ndarray]]:
+    """The training stream from where this run resumes (``seed`` defaults to config.seed)."""
+    seed = self.config.seed if seed is None else seed
+    return feed.train_batches(source, indices, self.config.batch_size, preprocess, num_classes,
+                              seed, self.start_step, **options)
+
+  def train(self, batches: Iterator, train_step: Callable, evaluate: Callable, schedule,
+            stop_at: int | None = None, on_step: Callable[[Any], None] | None = None
+            ) -> tuple[Any, int, Any]:
+    """The shared step loop (``loop.run``) from the restored step; returns the state, the step
+    reached and what ``evaluate`` returned last."""
+    self.state, self.step, selected = loop.run(self, batches, train_step, evaluate, schedule,
+                                               stop_at, on_step)
+    return self.state, self.step, selected
+
+  @property
+  def finished(self) -> bool:
+    return self.step == self.config.total_steps
+
+  def finish(self, result: dict[str, Any]) -> bool:
+    """Writes ``result.json`` when the run reached ``total_steps`` (a preempted run writes none);
+    returns whether it did."""
+    if self.finished:
+      run_record.write_result(self.workdir, result)
+    return self.finished
+
+
+def restore_newest(config, workdir: str | pathlib.Path, state: dict) -> tuple[int, dict]:
+  """(step, state) of a workdir's newest readable checkpoint, read only (step 0: none)."""
+  ckpt = checkpointing.Checkpointer(workdir, 0, config.ckpt.keep)
+  try:
+    return ckpt.restore_latest(state)
+  finally:
+    ckpt.close()
