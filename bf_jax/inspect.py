@@ -19,7 +19,7 @@ import ml_collections
 
 from bf_jax import tasks
 from bf_jax.trainer import probe, run_record, user_errors, writers
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from bf_jax import tasks
 from bf_jax.trainer import user_errors, writers
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 from bf_jax.trainer.config_check import get
 
 FLAGS = flags.FLAGS

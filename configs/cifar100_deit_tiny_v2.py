@@ -19,7 +19,8 @@ Attention groups (scope=paper, the default): groups of 64: deit_share/main.py's 
 default (DDP, the layer inside each replica; its GPU count is not stated).
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, shared=True, epochs=200, scope="paper", remat="none")

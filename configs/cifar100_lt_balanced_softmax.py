@@ -16,7 +16,8 @@ Attention groups (scope=paper, the default): the whole batch of 512: the Balance
 the layer outside nn.DataParallel (BalancedSoftmax/run_networks.py).
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, imbalance=100.0, smoke=False, seed=0, scope="paper")

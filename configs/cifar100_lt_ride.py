@@ -14,7 +14,8 @@ Attention groups (scope=paper, the default): the whole batch of 128: RIDE's
 config_imbalance_cifar100_ride.json runs n_gpu 1.
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="shared", imbalance=100.0, smoke=False, seed=0, scope="paper")

@@ -13,7 +13,8 @@ Args: dataset=cifar10|cifar100, imbalance=F (1 with n_max=0: the full split), bf
 smoke, seed=N.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 CLASSES = {"cifar10": 10, "cifar100": 100}
 

@@ -15,7 +15,8 @@ Hardware: this 2-core CPU. Result: docs/czsl.md (measured there).
 Args: bf=on|off, smoke, model=cge|compcos, seed=N, steps=N, data_dir=DIR.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, model="cge", seed=0, steps=600, data_dir="~/czsl_data")

@@ -16,7 +16,8 @@ Hardware: this 2-core CPU. Result: docs/dg.md (measured there).
 Args: bf=on|off, smoke, algorithm=swad|erm, seeds=N, steps=N, data_dir=DIR.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, algorithm="swad", seeds=3, steps=800, data_dir="~/dg_data")

@@ -13,7 +13,8 @@ table reported in README.md (measured in docs/demo.md, with the command and mach
 Args: bf=on|off, smoke (a few steps, for tests), seed=N, imbalance=F.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, imbalance=50.0)

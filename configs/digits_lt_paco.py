@@ -16,7 +16,8 @@ seeds, next to Balanced Softmax (configs/digits_lt.py) on the same split, with i
 Args: bf=on|off, smoke (a few steps, for tests), seed=N, branches=centers|both.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, branches="centers")

@@ -21,7 +21,8 @@ Attention groups (scope=paper, the default): the whole batch of 128 (upstream ha
 BatchFormer code to follow).
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, branches="centers", smoke=False, seed=0, scope="paper")

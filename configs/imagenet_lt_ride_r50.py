@@ -19,7 +19,8 @@ config_imagenet_lt_resnet50_ride.json splits its batch of 256 over n_gpu 4 repli
 groups of 100.
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, mode="bf_only", smoke=False, seed=0, scope="paper")

@@ -16,7 +16,8 @@ Hardware: any CPU; a few minutes on 2 cores.
 Args: bf=on|off, smoke, seed=N, steps=N.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, steps=600)

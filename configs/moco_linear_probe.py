@@ -19,7 +19,8 @@ without and 70.1 with BatchFormer for MoCo v3 ResNet-50, 100 epochs. Not run yet
 Args: dataset=imagenet|cifar10, smoke, seed=N.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(dataset="imagenet", smoke=False, seed=0)

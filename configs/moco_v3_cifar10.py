@@ -18,7 +18,8 @@ No result measured yet; the paper reports ImageNet only.
 Args: bf=on|off, smoke, seed=N, epochs=N.
 """
 
-from bf_jax.trainer.config_base import base_config, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, epochs=200)

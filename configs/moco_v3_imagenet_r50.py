@@ -24,7 +24,8 @@ Attention groups (scope=paper, the default): groups of 256: MoCo v3's README tra
 nodes x 8 GPUs (DDP), the layer inside each replica.
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, smoke=False, seed=0, scope="paper")

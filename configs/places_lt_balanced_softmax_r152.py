@@ -21,7 +21,8 @@ Attention groups (scope=paper, the default): the whole batch of 128: the Balance
 the layer outside nn.DataParallel (BalancedSoftmax/run_networks.py).
 """
 
-from bf_jax.trainer.config_base import base_config, paper_scope, parse_arg, shrink_for_smoke
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
 # Documented args and their defaults.
 ARGS = dict(bf=True, stage=2, smoke=False, seed=0, scope="paper")

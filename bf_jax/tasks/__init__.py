@@ -1,8 +1,11 @@
 """The task registry: ``config.task`` -> a package under ``bf_jax/tasks`` exposing the same two
-functions, ``validate(config)`` and ``run(config, workdir, devices=None, stop_at=None)``.
+functions, ``validate(config)`` and ``run(config, workdir, devices=None, stop_at=None)``, and a
+``config.py`` whose ``BLOCKS`` maps the task's config blocks to their defaults.
 
-A task package is imported when its name is looked up, so a run of one task loads none of the
-others. Tasks never import each other (tests/test_layout.py holds them to that).
+Importing the registry adds every task's blocks to the shared schema (``base_config``), so every
+config holds every block. A task package's ``__init__`` imports its code only when ``validate``
+or ``run`` is called, so a run of one task loads none of the others' code. Tasks never import
+each other (tests/test_layout.py holds them to that).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from types import ModuleType
 from typing import Any, Sequence
 
 import jax
+import ml_collections
+
+from bf_jax.trainer import config_base
 
 # name -> package, in the order the docs list them.
 REGISTRY = {
@@ -22,6 +28,14 @@ REGISTRY = {
     "czsl": "bf_jax.tasks.czsl",  # closed-world compositional zero-shot learning
 }
 TASKS = tuple(REGISTRY)
+
+for _name, _package in REGISTRY.items():  # the first is config.task's default
+  config_base.add_task(_name, importlib.import_module(f"{_package}.config").BLOCKS)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field with its defaults: the shared schema and every task's block."""
+  return config_base.base_config()
 
 
 def get(name: str) -> ModuleType:

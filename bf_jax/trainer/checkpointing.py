@@ -52,7 +52,7 @@ class Checkpointer:
   def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int,
                extras: Callable[[], tuple[dict, dict]] | None = None):
     """``extras() -> (json_info, arrays)``: more run state saved with every checkpoint (e.g.
-    SWAD's averages); after a restore, ``restored_extras`` holds what was saved with it."""
+    a weight average); after a restore, ``restored_extras`` holds what was saved with it."""
     self.directory = _absolute(workdir) / "checkpoints"
     self.every_steps = every_steps
     self._keep = keep

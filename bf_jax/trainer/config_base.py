@@ -1,13 +1,30 @@
 """The config schema every task shares, and big_vision-style ``arg`` parsing for config files.
 
-Tools and sweeps can rely on these fields existing in every config under ``configs/``.
+Tools and sweeps can rely on these fields existing in every config under ``configs/``. A task's
+own fields live in its package (``bf_jax/tasks/<task>/config.py``); the task registry adds each
+task's block here when it is imported, so every config holds every block and a ``config.json``
+written before a task's block moved reads the same.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import ml_collections
+
+_TASKS: list[str] = []  # registered task names; the first is config.task's default
+_BLOCKS: dict[str, Callable[[], ml_collections.ConfigDict]] = {}
+
+
+def add_task(name: str, blocks: dict[str, Callable[[], ml_collections.ConfigDict]]) -> None:
+  """Registers a task and its config blocks ``config.<block>`` (the task registry calls this)."""
+  for block, defaults in blocks.items():
+    if block in _BLOCKS and _BLOCKS[block] is not defaults:
+      raise ValueError(f"config block {block!r} is registered twice")
+    _BLOCKS[block] = defaults
+  if name not in _TASKS:
+    _TASKS.append(name)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -39,7 +56,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """Every field, with defaults; task configs override what they need."""
   c = ml_collections.ConfigDict()
-  c.task = "classify"  # a name of bf_jax/tasks/__init__.py REGISTRY: classify | moco | dg | czsl
+  c.task = _TASKS[0] if _TASKS else ""  # a name of the registry (bf_jax/tasks/__init__.py)
   c.seed = 0
   c.batch_size = 128  # global, over all devices of all processes
   c.eval_batch_size = 128
@@ -82,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
       head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)
       experts=0,  # > 0: RIDE with this many experts (cosine heads, ResNet model.name)
-      freeze_bn=False,  # BatchNorm on running statistics in training (DomainBed's ResNets)
+      freeze_bn=False,  # BatchNorm on running statistics in training (fine-tuned ResNets)
       patch=16, drop_path=0.0,  # ViTs (model.name deit_tiny | deit_small | deit_base)
       # ViTs, what the backward pass recomputes instead of keeping: "none", "streams" (the
       # blocks that run on both V2 streams) or "all" (every block).
@@ -105,51 +122,6 @@ def base_config() -> ml_collections.ConfigDict:
       freeze_backbone=False,  # backbone fixed: no gradient, BatchNorm on running statistics
       pretrained=""))  # .npz of a torchvision ResNet state_dict (ImageNet weights) for the backbone
 
-  # task="moco": MoCo v3 pre-training (see bf_jax/tasks/moco/contrastive.py for the pairings).
-  c.moco = ml_collections.ConfigDict(dict(
-      dim=256, mlp_dim=4096, projector_layers=2, predictor_layers=2,  # MoCo v3 ResNet heads
-      temperature=1.0, momentum=0.99, momentum_cosine=True,  # m: base -> 1 along a half cosine
-      pairing="matched",  # "matched" | "orig_keys" | "all" (upstream's 8 terms, / 4)
-      momentum_bf="ema",  # "ema": the momentum model's own BatchFormer copy | "none"
-      knn_k=200, knn_temperature=0.1,
-      knn_bank=0, knn_queries=0))  # examples in the kNN bank (train) / queries (test); 0: all
-
-  # task="dg": DomainBed-style leave-one-domain-out (bf_jax/tasks/dg/); data.name a DG dataset
-  # prepared under data.data_dir (python -m bf_jax.tasks.dg.domains prepare ...).
-  c.dg = ml_collections.ConfigDict(dict(
-      test_domains=(),  # held-out domains, one run each; (): every domain of the dataset
-      trial_seeds=(0,),  # one run per (test domain, trial seed): split, init, data order
-      holdout_fraction=0.2,  # of each domain, held out for model selection (and test_out)
-      batch_per_domain=32,  # batch_size must be this x (number of domains - 1)
-      algorithm="swad",  # "erm" | "swad" (ERM's selections are reported in both)
-      swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3))
-
-  # task="czsl": closed-world compositional zero-shot learning (bf_jax/tasks/czsl/); data.name a
-  # CZSL dataset prepared under data.data_dir (python -m bf_jax.tasks.czsl.data prepare ...).
-  c.czsl = ml_collections.ConfigDict(dict(
-      model="cge",  # "cge" (graph convolution over attrs/objs/pairs) | "compcos"
-      emb_dim=512,  # joint image / pair embedding width
-      hidden=4096,  # CGE: GCN hidden width; CompCos: primitive embedding width without vectors
-      img_layers=2,  # image embedder MLP depth
-      word_vectors="",  # GloVe-style text file for the node / primitive embeddings; "": learned
-      temperature=0.05,  # CompCos: cosine logits / temperature
-      epochs=0,  # > 0: total_steps = epochs x training images / batch_size, set at the start
-      eval_every_epochs=1))  # with epochs > 0: eval_every_steps in epochs
-
-  # task="classify" with PaCo (bf_jax/tasks/classify/paco/): supervised contrast against a queue
-  # of momentum keys, with the linear classifier's logits as the class centers.
-  c.paco = ml_collections.ConfigDict(dict(
-      enabled=False,
-      alpha=0.05, beta=1.0, gamma=1.0,  # same-class samples / the true center, in the numerator;
-      # gamma: the samples' weight in the denominator
-      temperature=0.2,  # of the sample similarities (the centers' logits are divided by supt)
-      supt=1.0,
-      queue=8192,  # keys (with labels) in the queue; at least the global batch
-      dim=128,  # the projector's output width
-      momentum=0.999,  # of the key encoder (constant, as PaCo)
-      bf_branches="centers"))  # "centers": BatchFormer's stream through the classifier only;
-  # "both": its stream is also projected and contrasted (tasks/classify/paco/model.py)
-
   # What the trained layer attends to and where gradients flow, at every evaluation
   # (bf_jax/trainer/probe.py); changing it on resume is allowed: it does not touch training.
   c.probe = ml_collections.ConfigDict(dict(
@@ -163,6 +135,10 @@ def base_config() -> ml_collections.ConfigDict:
       ldam_max_margin=0.5, ldam_scale=30.0,
       drw_beta=0.9999, drw_start_step=-1,  # LDAM deferred re-weighting; -1: never
       diversity_factor=-0.2, diversity_temperature=1.0))  # RIDE's expert diversity term
+  for name, defaults in _BLOCKS.items():
+    if name in c:
+      raise ValueError(f"a task's config block {name!r} shadows a shared field")
+    c[name] = defaults()
   return c
 
 

@@ -44,7 +44,7 @@ def _base(optim_cfg, schedule: optax.Schedule, weight_decay: float) -> optax.Gra
   if optim_cfg.name == "adamw":  # DeiT/timm: no decay on biases, norms, pos/cls embeddings
     return optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=weight_decay,
                        mask=_decayed)
-  if optim_cfg.name == "lars":  # MoCo v3 / BYOL: biases and norm scales get neither
+  if optim_cfg.name == "lars":  # self-supervised LARS recipes: biases and norm scales get neither
     return optax.lars(schedule, weight_decay, weight_decay_mask=_matrices,
                       trust_coefficient=optim_cfg.trust_coefficient, trust_ratio_mask=_matrices,
                       momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov)
@@ -64,7 +64,7 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
          "frozen": optax.set_to_zero()}
   # Only when used: the group is part of the optimizer state, which checkpoints must match.
   backbone_mult = optim_cfg.get("backbone_lr_mult", 1.0)
-  if backbone_mult != 1.0:  # a fine-tuned feature extractor (CZSL: 5e-6 against 5e-5)
+  if backbone_mult != 1.0:  # a fine-tuned feature extractor (e.g. 5e-6 against 5e-5)
     txs["backbone"] = _base(optim_cfg, build_schedule(optim_cfg, total_steps, backbone_mult),
                             optim_cfg.weight_decay)
 

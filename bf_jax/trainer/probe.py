@@ -25,7 +25,7 @@ FILE = "probe.json"
 
 
 def group_of_class(train_counts_K: np.ndarray) -> np.ndarray:
-  """[K] index into GROUPS of each class, from its training images (docs/classify.md)."""
+  """[K] index into GROUPS of each class, from its training images (data.long_tail.class_groups)."""
   out, masks = np.zeros(len(train_counts_K), np.int32), class_groups(train_counts_K)
   for i, name in enumerate(GROUPS):
     out[masks[name]] = i

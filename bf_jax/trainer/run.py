@@ -14,6 +14,7 @@ evaluation and hands them over; ``ckpt.*`` and the process layout never reach it
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 from typing import Any, Callable, Iterator
@@ -23,7 +24,7 @@ import numpy as np
 from etils import epath
 
 from bf_jax.data import pipeline
-from bf_jax.trainer import checkpointing, feed, loop, run_record, writers
+from bf_jax.trainer import checkpointing, feed, loop, prober, run_record, writers
 
 log = logging.getLogger("bf_jax")
 
@@ -42,6 +43,7 @@ class Run:
     self._extras, self._extras_target = extras, extras_target
     self.ckpt: checkpointing.Checkpointer | None = None
     self.writer: writers.MetricWriter | None = None
+    self.prober: prober.Prober | None = None
 
   def __enter__(self) -> Run:
     config, workdir = self.config, self.workdir
@@ -90,11 +92,29 @@ class Run:
     return feed.train_batches(source, indices, self.config.batch_size, preprocess, num_classes,
                               seed, self.start_step, **options)
 
+  def probe(self, stream: Callable[[int], Iterator[dict[str, np.ndarray]]],
+            train_counts_K: np.ndarray, graphdef, other: dict, loss_fn: Callable,
+            name: str) -> None:
+    """With ``probe.enabled`` (and a BatchFormer), the probe runs at every evaluation, before
+    it, on the first ``probe.batches`` batches of ``stream(probe.seed)``: a task's training
+    stream drawn from the probe's seed, so paired arms probe the same samples."""
+    if prober.wanted(self.config):
+      batches = feed.first_batches(stream(self.config.probe.seed), self.config.probe.batches)
+      self.prober = prober.Prober(self.config, batches, train_counts_K, graphdef, other, loss_fn,
+                                  self.mesh, self.workdir, name)
+
   def train(self, batches: Iterator, train_step: Callable, evaluate: Callable, schedule,
             stop_at: int | None = None, on_step: Callable[[Any], None] | None = None
             ) -> tuple[Any, int, Any]:
     """The shared step loop (``loop.run``) from the restored step; returns the state, the step
     reached and what ``evaluate`` returned last."""
+    if self.prober is not None:  # what the layer attends to, at this point of training
+      task_evaluate = evaluate
+
+      def evaluate(state, step: int, selected):
+        self.prober.record(state, step, self.writer)
+        return task_evaluate(state, step, selected)
+
     self.state, self.step, selected = loop.run(self, batches, train_step, evaluate, schedule,
                                                stop_at, on_step)
     return self.state, self.step, selected
@@ -109,6 +129,18 @@ class Run:
     if self.finished:
       run_record.write_result(self.workdir, result)
     return self.finished
+
+
+def check_config(config, workdir: str | pathlib.Path) -> None:
+  """Raises when ``workdir`` records another config (``run_record.check``), before anything is
+  written: a sweep checks every run's workdir before it starts the first."""
+  run_record.check(config, workdir)
+
+
+def finished_result(workdir: str | pathlib.Path) -> dict[str, Any] | None:
+  """The ``result.json`` of a finished run in ``workdir``, or None."""
+  path = epath.Path(workdir) / run_record.RESULT_FILE
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def restore_newest(config, workdir: str | pathlib.Path, state: dict) -> tuple[int, dict]:

@@ -6,7 +6,8 @@ import pytest
 from helpers import ROOT, config_module
 
 from bf_jax import tasks
-from bf_jax.trainer.config_base import base_config, parse_arg
+from bf_jax.tasks import base_config
+from bf_jax.trainer.config_base import parse_arg
 
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
 

@@ -10,7 +10,7 @@ from bf_jax import tasks
 from bf_jax.data import augment
 from bf_jax.data import randaugment as ra
 from bf_jax.data.pipeline import Preprocess
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FILL = np.array(ra.FILL, np.uint8)

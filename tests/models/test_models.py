@@ -12,7 +12,7 @@ from bf_jax.models.classifier import build_model
 from bf_jax.models.heads import CosineHead
 from bf_jax.models.resnet import build_resnet
 from bf_jax.trainer import supervised
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 # torchvision / LDAM-DRW counts without the classifier (BatchNorm scale+bias included).
 PUBLISHED = {"resnet32": (463_504, 64), "resnet50": (23_508_032, 2048),

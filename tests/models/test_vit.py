@@ -11,7 +11,7 @@ from bf_jax import tasks
 from bf_jax.models.classifier import build_model
 from bf_jax.models.vit import VIT_ARCHS, ViT, drop_path
 from bf_jax.trainer import optim
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 from bf_jax.trainer.supervised import cross_entropy
 
 

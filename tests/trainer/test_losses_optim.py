@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bf_jax.trainer import optim, supervised
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 
 def _loss_cfg(**kw):

@@ -8,7 +8,7 @@ arms and every seed of a comparison see the same samples) and writes ``probe.jso
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -20,21 +20,19 @@ from bf_jax.trainer import feed, prober
 from bf_jax.trainer.run import restore_newest
 
 
-def probe_batches(config, dataset: data.Data, n: int) -> list[dict[str, np.ndarray]]:
-  """This process's part of the first ``n`` global batches of the probe stream."""
-  stream = feed.train_batches(
+def stream(config, dataset: data.Data) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
+  """seed -> this process's part of the training stream drawn from ``seed`` (the probe's)."""
+  return lambda seed: feed.train_batches(
       dataset.train_source, dataset.train_indices, config.batch_size, dataset.preprocess,
-      dataset.num_classes, config.probe.seed, sampler=config.data.sampler,
-      labels=dataset.train_labels)
-  return feed.first_batches(stream, n)
+      dataset.num_classes, seed, sampler=config.data.sampler, labels=dataset.train_labels)
 
 
 def make_prober(config, dataset: data.Data, parts, mesh: jax.sharding.Mesh,
                 workdir: str | pathlib.Path) -> prober.Prober:
   """The probe of a classifier run, on the probe stream's first ``probe.batches`` batches."""
-  return prober.Prober(config, probe_batches(config, dataset, config.probe.batches),
-                       dataset.train_class_counts, parts.graphdef, parts.other, parts.loss_fn,
-                       mesh, workdir, config.data.name)
+  batches = feed.first_batches(stream(config, dataset)(config.probe.seed), config.probe.batches)
+  return prober.Prober(config, batches, dataset.train_class_counts, parts.graphdef, parts.other,
+                       parts.loss_fn, mesh, workdir, config.data.name)
 
 
 def inspect(config, workdir: str | pathlib.Path, out: str | pathlib.Path | None = None

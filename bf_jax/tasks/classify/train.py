@@ -16,8 +16,7 @@ from bf_jax.data import mixup
 from bf_jax.data.mixup import MixConfig
 from bf_jax.tasks.classify import checks, metrics, model, probe
 from bf_jax.tasks.classify.paco import steps as paco_steps
-from bf_jax.trainer import feed, plots, supervised, writers
-from bf_jax.trainer import prober as prober_lib
+from bf_jax.trainer import feed, plots, supervised
 from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
@@ -38,7 +37,7 @@ def _evaluate(eval_step, state, dataset: data.Data, config, mesh,
 
 
 def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: int,
-                     writer: writers.MetricWriter, selected: dict | None) -> dict:
+                     writer, selected: dict | None) -> dict:
   """Evaluates the test set (and val set, if any); returns the selected evaluation so far.
 
   With a val set the selection is the best val accuracy (the long-tail protocol); without,
@@ -93,18 +92,16 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   log.info("model %s%s + %s: %d parameters on %d devices", config.model.name,
            " (PaCo)" if config.paco.enabled else "",
            "BatchFormer" if config.bf.enabled else "no BatchFormer", n_params, mesh.devices.size)
-  wanted = prober_lib.wanted(config)
-  prober = probe.make_prober(config, dataset, parts, mesh, workdir) if wanted else None
 
   # ---------------------------------------------------------------- train loop (resumes if it can)
   with Run(config, workdir, mesh, parts.state) as run:
+    run.probe(probe.stream(config, dataset), dataset.train_class_counts, parts.graphdef,
+              parts.other, parts.loss_fn, config.data.name)
     batches = run.train_batches(dataset.train_source, dataset.train_indices, dataset.preprocess,
                                 dataset.num_classes, sampler=config.data.sampler,
                                 labels=dataset.train_labels)
 
     def evaluate(state, step: int, selected: dict | None) -> dict:
-      if prober is not None:  # what the layer attends to, at this point of training
-        prober.record(state, step, run.writer)
       return _eval_and_select(eval_step, state, dataset, config, mesh, step, run.writer,
                               selected)
 

@@ -26,7 +26,8 @@ from etils import epath
 from bf_jax.tasks.dg import checks
 from bf_jax.tasks.dg.domains import load_meta
 from bf_jax.tasks.dg.train import train_one
-from bf_jax.trainer import run_record, sharding
+from bf_jax.trainer import sharding
+from bf_jax.trainer.run import check_config, finished_result
 
 log = logging.getLogger("bf_jax")
 SELECTIONS = {"erm_val": "ERM, training-domain validation", "erm_last": "ERM, last step",
@@ -46,14 +47,15 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   test_domains = list(config.dg.test_domains) or domains
   for domain in test_domains:  # every run's record first: a changed config stops the whole sweep
     for trial in config.dg.trial_seeds:
-      run_record.check(config, run_dir(workdir, domain, trial))
+      check_config(config, run_dir(workdir, domain, trial))
   results = []
   for domain in test_domains:
     for trial in config.dg.trial_seeds:
       directory = run_dir(workdir, domain, trial)
-      if (directory / run_record.RESULT_FILE).exists():
+      done = finished_result(directory)
+      if done is not None:
         log.info("dg: %s / trial %d is done (%s); not rerun.", domain, trial, directory)
-        results.append(json.loads((directory / run_record.RESULT_FILE).read_text()))
+        results.append(done)
         continue
       result = train_one(config, directory, domain, trial, devices, stop_at)
       if result["preempted"]:

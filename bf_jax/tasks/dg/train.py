@@ -28,7 +28,6 @@ from bf_jax.tasks.dg.data import DGData, balanced_index_batches, load_dg
 from bf_jax.tasks.dg.plots import plot_val_loss
 from bf_jax.tasks.dg.swad import SwadAverager
 from bf_jax.trainer import feed, sharding, supervised, train_state
-from bf_jax.trainer import prober as prober_lib
 from bf_jax.trainer.run import Run
 
 log = logging.getLogger("bf_jax")
@@ -111,17 +110,12 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
   train_step = supervised.make_train_step(graphdef, other, built.tx, loss_fn, mesh, seed,
                                           skip_nonfinite=config.optim.skip_nonfinite > 0)
   eval_step = supervised.make_eval_step(graphdef, other, data.num_classes, mesh)
-  prober = None
-  if prober_lib.wanted(config):  # the same balanced batches, probe.seed's draw
-    probe_stream = feed.train_batches(
+
+  def stream(seed: int):  # the per-domain balanced batches
+    return feed.train_batches(
         data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
-        data.num_classes, config.probe.seed,
-        index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain,
-                                             config.probe.seed))
-    prober = prober_lib.Prober(
-        config, feed.first_batches(probe_stream, config.probe.batches),
-        data.train_class_counts, graphdef, other, loss_fn, mesh, workdir,
-        f"{config.data.name}, test domain {test_domain}")
+        data.num_classes, seed,
+        index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain, seed))
 
   # ---------------------------------------------------------------- SWAD, history, resume
   cfg = config.dg
@@ -139,6 +133,8 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
     return {name: _sums_target(state["params"]) for name in names}
 
   with Run(config, workdir, mesh, state, extras, extras_target) as run:
+    run.probe(stream, data.train_class_counts, graphdef, other, loss_fn,
+              f"{config.data.name}, test domain {test_domain}")
     if run.restored_extras is not None:
       info, arrays = run.restored_extras
       kept["history"] = list(info["history"])
@@ -147,8 +143,6 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
 
     # -------------------------------------------------------------- train loop
     def evaluate(state, step: int, selected) -> dict:
-      if prober is not None:  # what the layer attends to, at this point of training
-        prober.record(state, step, run.writer)
       metrics = evaluate_all(eval_step, state, data, config, mesh)
       if kept["history"] and kept["history"][-1]["step"] == step:
         return metrics  # a resumed finished run evaluates its last step again: already counted
@@ -163,9 +157,10 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
       return metrics
 
     on_step = (lambda s: kept["swad"].add_step(s["params"])) if use_swad else None
-    batches = run.train_batches(
-        data.train_source, np.concatenate(data.train_groups), data.preprocess, data.num_classes,
-        seed, index_batches=balanced_index_batches(data.train_groups, cfg.batch_per_domain, seed))
+    batches = feed.train_batches(
+        data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
+        data.num_classes, seed, run.start_step,
+        index_batches=balanced_index_batches(data.train_groups, cfg.batch_per_domain, seed))
     state, step, _ = run.train(batches, train_step, evaluate, built.schedule, stop_at, on_step)
   if not run.finished:
     return {"step": step, "preempted": True}

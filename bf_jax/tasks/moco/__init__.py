@@ -6,7 +6,23 @@ loss and which streams are contrasted (``moco.pairing``); ``checks.py``: the con
 linear probe that follows is a ``task="classify"`` run (``configs/moco_linear_probe.py``).
 """
 
-from bf_jax.tasks.moco.checks import validate
-from bf_jax.tasks.moco.train import run
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+
+def validate(config) -> None:
+  """Raises ValueError for the first bad field of ``config``."""
+  from bf_jax.tasks.moco.checks import validate as validate_
+  validate_(config)
+
+
+def run(config, workdir: str | pathlib.Path, devices: Sequence[Any] | None = None,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming what it holds); returns its final metrics."""
+  from bf_jax.tasks.moco.train import run as run_
+  return run_(config, workdir, devices, stop_at)
+
 
 __all__ = ["validate", "run"]

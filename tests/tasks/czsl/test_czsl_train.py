@@ -15,7 +15,7 @@ from bf_jax import tasks
 from bf_jax.tasks.czsl import data as czsl_data
 from bf_jax.tasks.czsl.train import seen_pairs_loss
 from bf_jax.trainer import optim
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 
 @pytest.fixture(scope="module")

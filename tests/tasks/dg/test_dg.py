@@ -15,7 +15,7 @@ from bf_jax.tasks.dg import domains, sweep
 from bf_jax.tasks.dg import train as dg_train
 from bf_jax.tasks.dg.domains import DomainSetInfo
 from bf_jax.tasks.dg.swad import SwadAverager
-from bf_jax.trainer.config_base import base_config
+from bf_jax.tasks import base_config
 
 NAME = "toy_dg"
 DOMAINS = ("red", "green", "blue")
