@@ -26,7 +26,7 @@ import numpy as np
 
 from bf_jax import compare
 from bf_jax.tasks import classify
-from bf_jax.trainer import plots, probe, writers
+from bf_jax.trainer import plots, probe_stats, writers
 
 METRICS = (("acc", "overall"), ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"))
 ARMS = (("baseline", "off"), ("+BatchFormer", "on"))
@@ -81,16 +81,16 @@ def probe_summary(workdir: str | pathlib.Path, seeds: int) -> dict | None:
   workdir = pathlib.Path(workdir)
   records = []
   for seed in range(seeds):
-    path = workdir / f"bf_on_seed{seed}" / probe.FILE
+    path = workdir / f"bf_on_seed{seed}" / probe_stats.FILE
     if path.exists():
       history = json.loads(path.read_text())
       records.append(history[max(history, key=int)])
   if not records:
     return None
-  mean = probe.mean_records(records)
+  mean = probe_stats.mean_records(records)
   mean["seeds"], mean["probe_batches"] = len(records), records[0]["probe_batches"]
-  (workdir / probe.FILE).write_text(json.dumps(mean, indent=1))
-  (workdir / "probe.md").write_text(probe.markdown(mean) + "\n")
+  (workdir / probe_stats.FILE).write_text(json.dumps(mean, indent=1))
+  (workdir / "probe.md").write_text(probe_stats.markdown(mean) + "\n")
   return mean
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nWhat the trained BatchFormer does on the probe batches (mean over {mean['seeds']} "
           f"seeds, {mean['probe_batches']} batches each; pictures: "
           f"{workdir / 'bf_on_seed0' / 'attention.png'}, gradient_share.png):\n")
-    print(probe.markdown(mean))
+    print(probe_stats.markdown(mean))
   print(f"wrote {workdir / 'compare.md'}, {workdir / 'paired_differences.png'} and "
         f"{workdir / 'per_class_accuracy.png'} ({time.time() - t0:.0f}s)")
 

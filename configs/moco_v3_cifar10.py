@@ -9,7 +9,7 @@ BatchFormer on the 512-d pooled feature, two streams, trained. kNN monitor (k 20
 
   python -m bf_jax.main --config configs/moco_v3_cifar10.py --workdir runs/moco_c10_bf
   python -m bf_jax.main --config configs/moco_v3_cifar10.py:bf=off --workdir runs/moco_c10
-  python -m bf_jax.main --config configs/moco_linear_probe.py:dataset=cifar10 \\
+  python -m bf_jax.main --config configs/moco_linear_eval.py:dataset=cifar10 \\
     --workdir runs/moco_c10_bf_probe --config.init.from_workdir=runs/moco_c10_bf
 
 Hardware: one GPU (float32; add --config.model.dtype=bfloat16 on A100/H100). Data: TFDS cifar10.

@@ -11,8 +11,8 @@ epochs on 100,000 train images and 10,000 val images.
 
   python -m bf_jax.main --config configs/moco_v3_imagenet_r50.py \\
     --workdir gs://BUCKET/moco_v3_r50_bf --config.data.data_dir=gs://BUCKET/tensorflow_datasets
-  # then the linear probe on the frozen backbone:
-  python -m bf_jax.main --config configs/moco_linear_probe.py \\
+  # then the linear evaluation on the frozen backbone:
+  python -m bf_jax.main --config configs/moco_linear_eval.py \\
     --workdir gs://BUCKET/moco_v3_r50_bf_probe --config.init.from_workdir=gs://BUCKET/moco_v3_r50_bf
 
 Hardware: a TPU v4-64 / 32-GPU class for batch 4096 in bf16 (--config.model.dtype is already

@@ -33,7 +33,7 @@ DATASETS = {
                            n_max=5000),
     "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             n_max=500),
-    # ILSVRC-2012 as released (self-supervised pre-training, linear probes).
+    # ILSVRC-2012 as released (self-supervised pre-training, linear evaluation).
     "imagenet": DatasetInfo("imagenet2012", 1000, IMAGENET_MEAN, IMAGENET_STD, image_size=224),
     # ImageNet-LT: train and val lists index ILSVRC-2012 train images, the test list its val.
     "imagenet_lt": DatasetInfo("imagenet2012", 1000, IMAGENET_MEAN, IMAGENET_STD, image_size=224,

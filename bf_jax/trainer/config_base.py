@@ -123,7 +123,7 @@ def base_config() -> ml_collections.ConfigDict:
       pretrained=""))  # .npz of a torchvision ResNet state_dict (ImageNet weights) for the backbone
 
   # What the trained layer attends to and where gradients flow, at every evaluation
-  # (bf_jax/trainer/probe.py); changing it on resume is allowed: it does not touch training.
+  # (bf_jax/trainer/probe_stats.py); changing it on resume is allowed: it does not touch training.
   c.probe = ml_collections.ConfigDict(dict(
       enabled=False,
       batches=4,  # probe batches of batch_size, drawn as training batches are; averaged

@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax.layer.attention_maps import attention_maps, on_whole_batch
 from bf_jax.models import bf_config
-from bf_jax.trainer import plots, probe, sharding, writers
+from bf_jax.trainer import plots, probe_stats, sharding, writers
 from bf_jax.trainer.sharding import AXIS
 
 log = logging.getLogger("bf_jax")
@@ -55,7 +55,7 @@ def make_probe_fn(graphdef: nnx.GraphDef, other: dict, loss_fn: Callable,
     def rows_loss(f_BxC):
       return loss_fn(model.head(on_whole_batch(model.bf, f_BxC)), labels_B, step)
 
-    share_GxG = probe.gradient_share(rows_loss, feats_BxC, group_K[labels_B])
+    share_GxG = probe_stats.gradient_share(rows_loss, feats_BxC, group_K[labels_B])
     return attention_maps(model.bf, feats_BxC), share_GxG, labels_B
 
   return jax.jit(fn)
@@ -75,7 +75,7 @@ class Prober:
     self.scope = config.bf.scope
     self.group_size = bf_config.group_size(config.bf, config.batch_size // mesh.devices.size)
     self.counts_K = np.asarray(train_counts_K)
-    self.group_K = probe.group_of_class(self.counts_K)
+    self.group_K = probe_stats.group_of_class(self.counts_K)
     self.fn = make_probe_fn(graphdef, other, loss_fn, mesh, self.group_K)
 
   def measure(self, state: dict, step: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -84,11 +84,11 @@ class Prober:
     for batch in self.batches:
       maps, share, labels = jax.device_get(
           self.fn(state, sharding.put_batch(batch, self.mesh), np.int32(step)))
-      visible = probe.visible_keys(len(labels), self.group_size)
-      records.append(probe.summarize(maps, share, labels, self.group_K[labels], visible))
+      visible = probe_stats.visible_keys(len(labels), self.group_size)
+      records.append(probe_stats.summarize(maps, share, labels, self.group_K[labels], visible))
       if first is None:
         first = (maps, labels)
-    record = probe.mean_records(records)
+    record = probe_stats.mean_records(records)
     record["scope"] = self.scope
     return record, *first
 
@@ -97,19 +97,19 @@ class Prober:
     """Measures, then writes probe.json, the two pictures and the TensorBoard scalars."""
     record, maps, labels = self.measure(state, step)
     out = self.workdir if out is None else epath.Path(out)
-    probe.write(out, step, record)
+    probe_stats.write(out, step, record)
     if writer is not None:
-      writer.write(step, probe.scalars(record), prefix="probe/")
+      writer.write(step, probe_stats.scalars(record), prefix="probe/")
     if jax.process_index() == 0:
       name = f"{self.name}, step {step}, scope {self.scope}"
       rank_K = np.argsort(np.argsort(-self.counts_K, kind="stable"), kind="stable")
-      plots.plot_attention(maps, labels, rank_K, self.group_K[labels], probe.GROUPS,
+      plots.plot_attention(maps, labels, rank_K, self.group_K[labels], probe_stats.GROUPS,
                            out / "attention.png", f"{name}: probe batch 0")
       plots.plot_gradient_share(record["gradient_share"], record["batch_fraction"],
-                                probe.GROUPS, out / "gradient_share.png",
+                                probe_stats.GROUPS, out / "gradient_share.png",
                                 f"Gradient of each group's BatchFormer-stream loss\n{name}, "
                                 f"{len(self.batches)} probe batches")
     attn = record["attention"][-1]
     log.info("probe step %d: attention self %.3f, same class %.3f, other class %.3f (%s)",
-             step, attn["self"], attn["same_class"], attn["other_class"], out / probe.FILE)
+             step, attn["self"], attn["same_class"], attn["other_class"], out / probe_stats.FILE)
     return record

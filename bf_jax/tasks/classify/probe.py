@@ -1,9 +1,9 @@
 """The classifier's BatchFormer probe (``config.probe``): at every evaluation, and on any
-checkpoint through ``python -m bf_jax.inspect``, the trained layer runs on probe batches drawn as
+checkpoint through ``python -m bf_jax.probe``, the trained layer runs on probe batches drawn as
 training batches are (the training sampler, ``probe.seed`` instead of the run's seed, so both
 arms and every seed of a comparison see the same samples) and writes ``probe.json``,
 ``attention.png``, ``gradient_share.png`` and ``probe/*`` TensorBoard scalars
-(bf_jax/trainer/probe.py says what they measure, bf_jax/trainer/prober.py runs it)."""
+(bf_jax/trainer/probe_stats.py says what they measure, bf_jax/trainer/prober.py runs it)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``train.py``: the run, with a kNN monitor (``knn.py``) as its evaluation; ``model.py``: the
 online and momentum networks; ``steps.py``: the jitted contrastive step; ``contrastive.py``: the
 loss and which streams are contrasted (``moco.pairing``); ``checks.py``: the config checks. The
-linear probe that follows is a ``task="classify"`` run (``configs/moco_linear_probe.py``).
+linear evaluation that follows is a ``task="classify"`` run (``configs/moco_linear_eval.py``).
 """
 
 from __future__ import annotations

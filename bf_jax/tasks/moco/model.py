@@ -69,7 +69,7 @@ class MomentumEncoder(nnx.Module):
 class MoCo(nnx.Module):
   """The online model: ``queries`` for training, ``features`` for the kNN monitor and probes.
 
-  Top-level groups are named like the classifier's (``backbone``, ``bf``) so a linear probe
+  Top-level groups are named like the classifier's (``backbone``, ``bf``) so a linear evaluation
   loads ``backbone`` from a MoCo checkpoint with ``init.parts=("backbone",)``.
   """
 

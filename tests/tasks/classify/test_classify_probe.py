@@ -1,5 +1,5 @@
 """The classifier's probe end to end: files and scalars at each eval, the same on 1 and 8
-devices, ``python -m bf_jax.inspect`` on the checkpoint, and its loud errors."""
+devices, ``python -m bf_jax.probe`` on the checkpoint, and its loud errors."""
 
 import json
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import load_config, read_metrics
 
-from bf_jax import inspect as inspect_cli
+from bf_jax import probe as probe_cli
 from bf_jax.tasks import classify
 from bf_jax.tasks.classify import model, probe
 from bf_jax.trainer import feed
@@ -48,7 +48,7 @@ def test_probe_at_each_eval_and_from_the_checkpoint(tmp_path, capsys):
   assert [m["step"] for m in logged] == [15, 30]
   assert logged[-1]["probe/grad/few_to_many"] == pytest.approx(rec["gradient_share"][2][0])
   # The CLI on the newest checkpoint (step 30) finds what the run found at step 30.
-  inspect_cli.main(["--workdir", str(run), "--out", str(tmp_path / "out")])
+  probe_cli.main(["--workdir", str(run), "--out", str(tmp_path / "out")])
   assert "| queries \\ keys | many | medium | few |" in capsys.readouterr().out
   again = json.loads((tmp_path / "out" / "probe.json").read_text())["30"]
   want, got = _flat(rec), _flat(again)
@@ -81,9 +81,9 @@ def test_probe_off_without_batchformer_and_loud_errors(tmp_path):
   classify.run(_config(bf="off"), tmp_path / "off")
   assert not (tmp_path / "off" / "probe.json").exists()  # nothing to probe, nothing spent
   with pytest.raises(ValueError, match="trained without BatchFormer"):
-    inspect_cli.inspect(tmp_path / "off")
+    probe_cli.inspect(tmp_path / "off")
   with pytest.raises(FileNotFoundError, match="holds no config.json"):
-    inspect_cli.inspect(tmp_path)
+    probe_cli.inspect(tmp_path)
   ride = load_config("cifar100_lt_ride", "smoke")
   ride.probe.enabled = True
   with pytest.raises(ValueError, match="probe.enabled"):

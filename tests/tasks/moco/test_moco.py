@@ -1,4 +1,4 @@
-"""MoCo v3 + BatchFormer: loss, EMA, LARS, the step, and pre-training -> linear probe end to end."""
+"""MoCo v3 + BatchFormer: loss, EMA, LARS, the step, and pre-training -> linear evaluation end to end."""
 
 import chex
 import jax
@@ -182,7 +182,7 @@ def test_pretrain_resumes_and_the_probe_starts_from_its_backbone(tmp_path):
   chex.assert_trees_all_close(a["params"], b["params"], rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(a["momentum"], b["momentum"], rtol=1e-5, atol=1e-6)
 
-  probe = load_config("moco_linear_probe", "dataset=cifar10,smoke")
+  probe = load_config("moco_linear_eval", "dataset=cifar10,smoke")
   probe.model.update(name="cnn", width=8, depth=2)
   probe.init.from_workdir = str(tmp_path / "straight")
   result = _run(probe, tmp_path / "probe")

@@ -7,9 +7,9 @@ random resized crop + flip at 224, eval resized centre crop. CIFAR-10: batch 256
 pad-crop + flip. The weights come from the pre-training run's latest checkpoint (its ``backbone``
 group), so this config works for any backbone the pre-training config names.
 
-  python -m bf_jax.main --config configs/moco_linear_probe.py \\
+  python -m bf_jax.main --config configs/moco_linear_eval.py \\
     --workdir gs://BUCKET/moco_v3_r50_bf_probe --config.init.from_workdir=gs://BUCKET/moco_v3_r50_bf
-  python -m bf_jax.main --config configs/moco_linear_probe.py:dataset=cifar10 \\
+  python -m bf_jax.main --config configs/moco_linear_eval.py:dataset=cifar10 \\
     --workdir runs/moco_c10_bf_probe --config.init.from_workdir=runs/moco_c10_bf
 
 Without --config.init.from_workdir the backbone stays at its random initialization (a

@@ -12,7 +12,7 @@ from flax import nnx
 
 from bf_jax.layer import BatchFormer, attention_maps
 from bf_jax.layer.attention_maps import on_whole_batch
-from bf_jax.trainer import probe
+from bf_jax.trainer import probe_stats as probe
 
 # One-hot features whose forced attention is 3/8 (same one-hot) and 1/8 (other) globally, 3/4
 # and 1/4 within groups of 2 (tests/layer/test_attention_maps.py works it out).

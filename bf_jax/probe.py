@@ -1,9 +1,9 @@
 """What a trained run's BatchFormer attends to, from its newest checkpoint.
 
-  python -m bf_jax.inspect --workdir runs/demo/bf_on_seed0
+  python -m bf_jax.probe --workdir runs/demo/bf_on_seed0
 
 Rebuilds the run from its config.json, restores the newest checkpoint and runs the probe of
-``config.probe`` (bf_jax/trainer/probe.py) on it: writes probe.json, attention.png and
+``config.probe`` (bf_jax/trainer/probe_stats.py) on it: writes probe.json, attention.png and
 gradient_share.png into ``--out`` (default: the workdir) and prints the group tables.
 """
 
@@ -18,7 +18,7 @@ import sys
 import ml_collections
 
 from bf_jax import tasks
-from bf_jax.trainer import probe, run_record, user_errors, writers
+from bf_jax.trainer import probe_stats, run_record, user_errors, writers
 from bf_jax.tasks import base_config
 
 
@@ -58,7 +58,7 @@ def inspect(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m bf_jax.inspect", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m bf_jax.probe", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="the run's folder")
   parser.add_argument("--out", default=None, help="where to write (default: the workdir)")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     user_errors.exit_with(str(e), user_errors.USAGE)
   print(f"step {record['step']}, scope {record['scope']}, {record['probe_batches']} probe "
         f"batches:\n")
-  print(probe.markdown(record))
+  print(probe_stats.markdown(record))
   sys.stdout.flush()
 
 
