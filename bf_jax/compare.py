@@ -6,7 +6,7 @@ An arm is glob patterns or folders; every folder under them holding a ``result.j
 Runs pair by seed (and by test domain and trial for DomainBed sweeps); a run without a partner
 is reported, not dropped silently. For every final metric both arms wrote: the mean paired
 difference (treatment - baseline), its standard error, a 95% t interval, wins/ties/losses, the
-paired-t and sign-test p-values and one sentence. It also checks that pairing means something:
+paired-t and sign-test p-values and one sentence. It also checks that each pair is a real pair:
 both runs of a pair trained the same config apart from the BatchFormer's fields, and started
 from the same parameters in every module they have in common (``init.json``).
 Writes ``compare.md``, ``compare.json`` and ``paired_differences.png`` to ``--out``.
@@ -131,7 +131,7 @@ def _config_differences(a: dict, b: dict) -> set[str]:
 
 def compare(baseline: list[Run], treatment: list[Run],
             names: tuple[str, str] = ("baseline", "treatment")) -> dict[str, Any]:
-  """Pairs the runs, checks the pairing and computes every metric's paired statistics."""
+  """Pairs the runs, checks the pairs and computes every metric's paired statistics."""
   for arm, runs in zip(names, (baseline, treatment)):
     keys = [r.key for r in runs]
     twice = sorted({k for k in keys if keys.count(k) > 1}, key=str)
@@ -177,8 +177,8 @@ def compare(baseline: list[Run], treatment: list[Run],
           "checks": checks, "metrics": per_metric}
 
 
-def pairing_lines(report: dict[str, Any]) -> list[str]:
-  """Plain sentences on what the pairing shares and where it does not hold."""
+def pair_lines(report: dict[str, Any]) -> list[str]:
+  """Plain sentences on what the pairs share and where that does not hold."""
   checks, n = report["checks"], len(report["pairs"])
   lines = []
   checked = n - len(checks["config_missing"])
@@ -206,7 +206,7 @@ def pairing_lines(report: dict[str, Any]) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-  """The paired table, then the sentences on the pairing and on every metric."""
+  """The paired table, then the sentences on the pairs and on every metric."""
   base, treat = report["names"]
   header = (f"| metric | {base} | {treat} | paired difference | 95% CI | W/T/L | paired t p "
             f"| sign test p |")
@@ -221,7 +221,7 @@ def markdown(report: dict[str, Any]) -> str:
   listed = ", ".join(report["pairs"]) if n <= 6 else "listed in compare.json"
   notes = [(f"{n} pairs ({listed}); difference = {treat} - {base}, +- its standard error; "
             f"accuracies in percentage points.")]
-  notes += pairing_lines(report)
+  notes += pair_lines(report)
   notes += [s["sentence"] for s in report["metrics"].values()]
   return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in notes) + "\n"
 

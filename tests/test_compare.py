@@ -61,7 +61,7 @@ def test_runs_pair_by_seed_and_the_pairing_is_checked(tmp_path):
   # A pair that did not start alike, or trained another config, is named.
   _run(tmp_path / "x_off", 0, {"acc": 0.8}, lr=0.2)
   _run(tmp_path / "x_on", 0, {"acc": 0.8}, bf=True, init={"backbone": "other", "head": "h0"})
-  lines = compare.pairing_lines(compare.compare(compare.find_runs([str(tmp_path / "x_off")]),
+  lines = compare.pair_lines(compare.compare(compare.find_runs([str(tmp_path / "x_off")]),
                                                 compare.find_runs([str(tmp_path / "x_on")])))
   assert any("differ in more than the BatchFormer's fields: {'seed 0': ['optim.lr']}" in line
              for line in lines)
