@@ -6,8 +6,8 @@ Both arms of a seed share the data split, the data order and every initial param
 in common (checked, see bf_jax/compare.py). Prints each run, then the paired table (the mean
 difference, its 95% interval, wins/ties/losses, p-values) and one sentence per metric; writes it
 to ``<workdir>/compare.md`` (+ ``compare.json``, ``paired_differences.png``) and plots per-class
-accuracy against class size for both arms. Then what the trained layer does (bf_jax/trainer/
-probe.py): each +BatchFormer run holds attention.png, gradient_share.png and probe.json; the
+accuracy against class size for both arms. Then what the trained layer does
+(bf_jax/trainer/probe_stats.py): each +BatchFormer run holds attention.png, gradient_share.png and probe.json; the
 means over seeds are printed and written to ``<workdir>/probe.md``.
 """
 
