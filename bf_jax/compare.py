@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import json
 import math
 import pathlib
@@ -67,10 +68,15 @@ def find_runs(patterns: list[str]) -> list[Run]:
   for folder in sorted(folders):
     config_path = folder / run_record.CONFIG
     init_path = folder / run_record.INIT_FILE
-    runs.append(Run(folder,
-                    json.loads(config_path.read_text()) if config_path.exists() else {},
-                    json.loads((folder / run_record.RESULT_FILE).read_text()),
-                    json.loads(init_path.read_text()) if init_path.exists() else {}))
+    run = Run(folder, json.loads(config_path.read_text()) if config_path.exists() else {},
+              json.loads((folder / run_record.RESULT_FILE).read_text()),
+              json.loads(init_path.read_text()) if init_path.exists() else {})
+    claimed, step = run.config.get("total_steps"), run.result.get("step")
+    if claimed is not None and step is not None and step != claimed:
+      raise ValueError(f"{folder / run_record.RESULT_FILE} is from step {step}, but the run's "
+                       f"{run_record.CONFIG} says total_steps={claimed}: the run went on after "
+                       f"it; finish it (the same command resumes) or leave it out.")
+    runs.append(run)
   if not runs:
     raise FileNotFoundError(f"no finished run (a folder with {run_record.RESULT_FILE}) under "
                             f"{patterns}; a run writes it when it reaches total_steps.")
@@ -139,6 +145,10 @@ def compare(baseline: list[Run], treatment: list[Run],
       raise ValueError(f"{arm}: more than one run for {[key_name(k) for k in twice]} "
                        f"({[str(r.path) for r in runs if r.key in twice]}); give each arm "
                        f"one run per seed.")
+  both = sorted({r.path for r in baseline} & {r.path for r in treatment})
+  if both:
+    raise ValueError(f"the same runs are in both arms: {[str(p) for p in both]}; give each arm "
+                     f"its own folders.")
   base, treat = {r.key: r for r in baseline}, {r.key: r for r in treatment}
   keys = sorted(set(base) & set(treat), key=str)
   unpaired = {names[0]: [key_name(k) for k in sorted(set(base) - set(treat), key=str)],
@@ -147,7 +157,19 @@ def compare(baseline: list[Run], treatment: list[Run],
     raise ValueError(f"no seed is in both arms: {names[0]} has "
                      f"{[key_name(k) for k in base]}, {names[1]} {[key_name(k) for k in treat]}.")
   checks = {"config_differs": {}, "config_missing": [], "init_same": {}, "init_differs": {},
-            "init_missing": []}
+            "init_missing": [], "varies": {}}
+  if all(base[k].config and treat[k].config and
+         not (set(run_record.differences(base[k].config, treat[k].config))
+              - set(run_record.MATH_FREE)) for k in keys):
+    raise ValueError(f"{names[0]} and {names[1]} trained the same config (no bf.* or other field "
+                     f"differs in any pair): there is no treatment to compare; check the arms' "
+                     f"folders.")
+  for arm, runs in zip(names, ([base[k] for k in keys], [treat[k] for k in keys])):
+    varies = sorted({f for r in runs[1:] for f in run_record.differences(runs[0].config, r.config)
+                     if f != "seed" and f not in run_record.MATH_FREE}) \
+        if all(r.config for r in runs) else []
+    if varies:
+      checks["varies"][arm] = varies
   for k in keys:
     b, t = base[k], treat[k]
     fields = _config_differences(b.config, t.config)
@@ -188,6 +210,9 @@ def pair_lines(report: dict[str, Any]) -> list[str]:
   elif checked:
     lines.append(f"Every pair trained the same config apart from bf.* (same data split, data "
                  f"order and schedule): {checked} of {n} pairs.")
+  for arm, fields in checks["varies"].items():
+    lines.append(f"WARNING: the {arm} runs differ from pair to pair in {fields}: the pooled "
+                 f"pairs mix these settings.")
   if checks["config_missing"]:
     lines.append(f"No config.json to check the configs of {checks['config_missing']}.")
   same = {g: len(v) for g, v in checks["init_same"].items()}
@@ -261,6 +286,14 @@ def write(report: dict[str, Any], out: str | pathlib.Path) -> pathlib.Path:
   return out
 
 
+def default_out(parent: pathlib.Path) -> pathlib.Path:
+  """``parent/compare``, or the first ``compare_N`` that holds no comparison yet."""
+  for n in itertools.count(1):
+    out = parent / ("compare" if n == 1 else f"compare_{n}")
+    if not (out / "compare.md").exists():
+      return out
+
+
 def main(argv: list[str] | None = None) -> None:
   import argparse
   parser = argparse.ArgumentParser(prog="python -m bf_jax.compare", description=__doc__.split(
@@ -268,8 +301,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--baseline", nargs="+", required=True, help="runs of the baseline arm")
   parser.add_argument("--treatment", nargs="+", required=True, help="runs of the treatment arm")
   parser.add_argument("--names", default="baseline,+BatchFormer", help="the arms' names")
-  parser.add_argument("--out", default=None, help="folder for compare.md/.json/.png "
-                                                  "(default: the first baseline pattern's parent)")
+  parser.add_argument("--out", default=None, help="folder for compare.md/.json/.png (default: "
+                      "compare/ beside the first baseline pattern, or compare_2/, ... when that "
+                      "holds one: never over an earlier comparison)")
   args = parser.parse_args(argv)
   names = tuple(args.names.split(","))
   if len(names) != 2:
@@ -278,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     report = compare(find_runs(args.baseline), find_runs(args.treatment), names)
   except (FileNotFoundError, ValueError) as e:
     parser.exit(2, f"error: {e}\n")
-  out = write(report, args.out or pathlib.Path(args.baseline[0]).parent)
+  out = write(report, args.out or default_out(pathlib.Path(args.baseline[0]).parent))
   print(markdown(report))
   print(f"wrote {out / 'compare.md'}, compare.json and paired_differences.png")
 

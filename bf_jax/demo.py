@@ -105,6 +105,15 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds={args.seeds} must be at least 1")
+  owned = sorted({item.partition("=")[0] for item in args.arg.split(",")} & {"bf", "seed"})
+  if owned:
+    parser.error(f"--arg={args.arg!r} sets {owned}, which the demo sets itself (bf=off and "
+                 f"bf=on are its two arms, seed=0..--seeds-1 its pairs); drop them from --arg")
+  try:  # the config and its args, checked before anything trains
+    for _, bf in ARMS:
+      classify.validate(load_config(args.config, ",".join(filter(None, (f"bf={bf}", args.arg)))))
+  except (OSError, SyntaxError, ValueError, AttributeError) as e:
+    parser.error(f"--config={args.config} --arg={args.arg!r}: {e}")
   writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
   t0 = time.time()
   report = run_arms(args.config, args.workdir, args.seeds, arg=args.arg)

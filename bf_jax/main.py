@@ -7,6 +7,8 @@ traceback.
 
 import logging
 import socket
+import sys
+import traceback
 
 import jax
 from absl import app, flags
@@ -93,24 +95,33 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except Exception as e:
-    message = None if user_errors.debugging(argv) else user_errors.flag_error(e, argv)
+    message = user_errors.flag_error(e, argv)
     if message is None:
       raise
+    if user_errors.debugging(argv):  # the traceback, and still the same exit code
+      traceback.print_exc()
     user_errors.exit_with(message, user_errors.USAGE)
 
 
 def main(argv):
-  del argv
+  # absl hands back what no flag took: `--config.bf.enabled false` would train with the flag True.
+  if len(argv) > 1:
+    user_errors.exit_with(user_errors.stray_arguments(argv[1:], sys.argv), user_errors.USAGE)
+  if not FLAGS.workdir.strip():  # `--workdir=` or an unset $WD: never the current directory
+    user_errors.exit_with("--workdir is empty (an unset shell variable?); give the run's folder, "
+                          "e.g. --workdir runs/digits (or --workdir . for this directory).",
+                          user_errors.USAGE)
   writers.setup_logging(logging.INFO)
   try:
     config = FLAGS.config  # a config file that failed to load raises here
     _init_distributed()
     result = tasks.run(config, FLAGS.workdir)
   except BaseException as e:
-    said = None if user_errors.debugging(flag=FLAGS.debug) else user_errors.describe(
-        e, FLAGS.workdir)
+    said = user_errors.describe(e, FLAGS.workdir, sys.argv)
     if said is None:
       raise
+    if user_errors.debugging(flag=FLAGS.debug):  # the traceback, and still the same exit code
+      traceback.print_exc()
     user_errors.exit_with(*said)
   logging.getLogger("bf_jax").info("final: %s", result)
 

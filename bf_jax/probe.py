@@ -4,7 +4,8 @@
 
 Rebuilds the run from its config.json, restores the newest checkpoint and runs the probe of
 ``config.probe`` (bf_jax/trainer/probe_stats.py) on it: writes probe.json, attention.png and
-gradient_share.png into ``--out`` (default: the workdir) and prints the group tables.
+gradient_share.png into ``--out`` (default: ``<workdir>/probe_of_checkpoint/``, beside the ones
+training wrote, never over them) and prints the group tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import ml_collections
 from bf_jax import tasks
 from bf_jax.trainer import probe_stats, run_record, user_errors, writers
 from bf_jax.tasks import base_config
+
+OUT = "probe_of_checkpoint"  # the default --out, inside the run's folder
 
 
 def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
@@ -42,8 +45,10 @@ def _merge(config: ml_collections.ConfigDict, recorded: dict) -> None:
 
 def inspect(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
             batches: int | None = None, seed: int | None = None) -> dict:
-  """Probes the run in ``workdir``; returns the record (with the checkpoint's ``step``)."""
+  """Probes the run in ``workdir``; returns the record (with the checkpoint's ``step``). Writes
+  into ``out`` (default ``<workdir>/probe_of_checkpoint``): never over what training wrote."""
   workdir = pathlib.Path(workdir)
+  out = workdir / OUT if out is None else out
   config = load_run_config(workdir)
   task = tasks.get(config.task)
   if not hasattr(task, "inspect"):
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m bf_jax.probe", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="the run's folder")
-  parser.add_argument("--out", default=None, help="where to write (default: the workdir)")
+  parser.add_argument("--out", default=None, help=f"where to write (default: <workdir>/{OUT})")
   parser.add_argument("--batches", type=int, default=None,
                       help="probe batches (default: the run's probe.batches)")
   parser.add_argument("--seed", type=int, default=None,

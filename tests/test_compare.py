@@ -75,7 +75,7 @@ def test_domainbed_runs_pair_by_test_domain_and_trial(tmp_path):
       _run(tmp_path / arm / domain / "trial0", 0,
            {"test_domain": domain, "trial_seed": 0,
             "selections": {"swad": {"test_acc": 60.0 + (arm == "bf") + (domain == "B")}},
-            "erm_val_step": 5})
+            "erm_val_step": 5}, bf=arm == "bf")
   report = compare.compare(compare.find_runs([str(tmp_path / "erm")]),
                            compare.find_runs([str(tmp_path / "bf")]))
   assert report["pairs"] == ["seed 0, test domain A, trial 0", "seed 0, test domain B, trial 0"]
@@ -116,3 +116,49 @@ def test_what_the_backward_pass_recomputes_is_not_a_pairing_difference():
   assert compare._config_differences(a, b) == set()
   assert compare._config_differences(a, {**b, "model": {"remat": "all", "name": "x"}}) == {
       "model.name"}
+
+
+def test_a_result_the_run_went_past_is_refused(tmp_path):
+  """A finished 10-step run resumed to train longer keeps its old result.json until it ends."""
+  _run(tmp_path / "off0", 0, {"acc": 0.8})
+  config = json.loads((tmp_path / "off0" / "config.json").read_text())
+  (tmp_path / "off0" / "config.json").write_text(json.dumps({**config, "total_steps": 20}))
+  with pytest.raises(ValueError, match=r"from step 10, but the run's config.json says "
+                                       r"total_steps=20"):
+    compare.find_runs([str(tmp_path / "off0")])
+
+
+def test_arms_that_are_the_same_runs_or_the_same_config_are_refused(tmp_path):
+  for seed in range(2):
+    _run(tmp_path / f"off{seed}", seed, {"acc": 0.8})
+    _run(tmp_path / f"also_off{seed}", seed, {"acc": 0.81})
+  off = compare.find_runs([str(tmp_path / "off*")])
+  with pytest.raises(ValueError, match="the same runs are in both arms"):
+    compare.compare(off, compare.find_runs([str(tmp_path / "off1")]))
+  with pytest.raises(ValueError, match="trained the same config .* no treatment to compare"):
+    compare.compare(off, compare.find_runs([str(tmp_path / "also_off*")]))
+
+
+def test_settings_that_change_from_pair_to_pair_are_named(tmp_path):
+  for seed, lr in enumerate([0.1, 0.05, 0.05]):
+    _run(tmp_path / f"off{seed}", seed, {"acc": 0.8}, lr=lr)
+    _run(tmp_path / f"on{seed}", seed, {"acc": 0.82}, bf=True, lr=lr)
+  report = compare.compare(compare.find_runs([str(tmp_path / "off*")]),
+                           compare.find_runs([str(tmp_path / "on*")]), ("base", "bf"))
+  assert report["checks"]["varies"] == {"base": ["optim.lr"], "bf": ["optim.lr"]}
+  assert "WARNING: the base runs differ from pair to pair in ['optim.lr']" in compare.markdown(
+      report)
+
+
+def test_the_default_out_never_overwrites_an_earlier_comparison(tmp_path):
+  for seed in range(2):
+    _run(tmp_path / "runs" / f"off{seed}", seed, {"acc": 0.8})
+    _run(tmp_path / "runs" / f"on{seed}", seed, {"acc": 0.81}, bf=True)
+  (tmp_path / "runs" / "compare.md").write_text("the demo's")
+  argv = ["--baseline", str(tmp_path / "runs" / "off*"), "--treatment",
+          str(tmp_path / "runs" / "on*")]
+  compare.main(argv)
+  compare.main(argv)
+  assert (tmp_path / "runs" / "compare.md").read_text() == "the demo's"
+  assert (tmp_path / "runs" / "compare" / "compare.md").exists()
+  assert (tmp_path / "runs" / "compare_2" / "compare.md").exists()

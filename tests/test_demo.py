@@ -32,3 +32,16 @@ def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
   mean = demo.probe_summary(tmp_path, 2)
   assert mean["seeds"] == 2 and mean["probe_batches"] == 4
   assert "| queries \\ keys |" in (tmp_path / "probe.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arg", "smoke,bf=on"], "sets ['bf'], which the demo sets itself"),
+    (["--arg", "seed=3"], "sets ['seed'], which the demo sets itself"),
+    (["--arg", "smok"], "config arg 'smok' is unknown"),
+    (["--config", "configs/no_such.py"], "No such file or directory"),
+])
+def test_the_demo_refuses_what_it_cannot_honour_before_training(tmp_path, capsys, argv, message):
+  with pytest.raises(SystemExit) as exit_:
+    demo.main(["--workdir", str(tmp_path / "demo"), *argv])
+  assert exit_.value.code == 2 and message in capsys.readouterr().err
+  assert not (tmp_path / "demo").exists()

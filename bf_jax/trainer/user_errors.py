@@ -50,11 +50,42 @@ def _text(exc: BaseException) -> str:
   return str(exc)
 
 
+def stray_arguments(stray: list[str], argv: list[str]) -> str:
+  """The message for words no flag took (absl leaves them as positionals), naming the first."""
+  word = stray[0]
+  before = argv[argv.index(word) - 1] if word in argv and argv.index(word) > 0 else ""
+  if before.startswith("--config.") and "=" not in before:
+    return (f"unexpected argument {word!r} after {before}: write {before}={word} (a flag takes "
+            f"its value after '='; a bare boolean flag means true); nothing was run.")
+  if word.startswith(":"):
+    return (f"unexpected argument {word!r}: the config's args follow its path with no space, "
+            f"e.g. --config configs/digits_lt.py{word}; nothing was run.")
+  return (f"unexpected argument {word!r}: flags are --name=value (python -m bf_jax.main "
+          f"--helpfull lists them); nothing was run.")
+
+
+def _config_flag(argv: list[str]) -> str | None:
+  """The value given to --config, as typed."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def flag_error(exc: BaseException, argv: list[str]) -> str | None:
   """The message for an error while parsing the command line, or None (a bug: traceback)."""
   chain = _chain(exc)
   root = chain[-1]
   missing = next((e for e in chain if isinstance(e, (AttributeError, KeyError))), None)
+  config = _config_flag(argv)
+  if missing is not None and "has no attribute 'get_config'" in _text(missing):
+    return (f"--config={config}: the file defines no get_config(arg=None) (is it empty?); a "
+            f"config file returns its ConfigDict from get_config, as configs/digits_lt.py does.")
+  if isinstance(exc, flags.Error) and "--config must have a value other than None" in str(exc):
+    return (f"--config={config}: get_config() returned None (a missing return?); it must return "
+            f"the ConfigDict, as configs/digits_lt.py does.")
   if isinstance(exc, SyntaxError):
     return (f"the config file {exc.filename} does not parse: {exc.msg} at line {exc.lineno}. "
             f"Fix the file, or pick another --config.")
@@ -76,7 +107,8 @@ def flag_error(exc: BaseException, argv: list[str]) -> str | None:
   return None
 
 
-def describe(exc: BaseException, workdir: str | None) -> tuple[str, int] | None:
+def describe(exc: BaseException, workdir: str | None, argv: list[str] | None = None
+             ) -> tuple[str, int] | None:
   """The message and exit code for an error a run raised, or None (a bug: traceback)."""
   if isinstance(exc, loop.Interrupted):
     return str(exc), INTERRUPTED
@@ -87,6 +119,11 @@ def describe(exc: BaseException, workdir: str | None) -> tuple[str, int] | None:
     return str(exc), FAULT
   if isinstance(exc, OSError) and "Failed loading config file" in str(exc):
     missing = re.search(r"No such file or directory: '([^']+)'", str(exc))
+    given = _config_flag(argv or [])
+    if missing and given and ":" in given and os.path.exists(given):
+      return (f"--config={given}: the path is cut at its first ':' (what follows is the config's "
+              f"arg), so {missing.group(1)} was looked for; copy or link the file to a path "
+              f"without ':'."), USAGE
     if missing:
       return (f"--config={missing.group(1)}: no such file (relative paths start at "
               f"{os.getcwd()}). The shipped configs are in configs/."), USAGE

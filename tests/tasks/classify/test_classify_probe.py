@@ -55,6 +55,11 @@ def test_probe_at_each_eval_and_from_the_checkpoint(tmp_path, capsys):
   assert got.keys() == want.keys()
   for key, value in want.items():
     assert got[key] == (value if not isinstance(value, float) else pytest.approx(value, abs=1e-5))
+  # Without --out it writes beside what training wrote, never over it.
+  before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+  probe_cli.main(["--workdir", str(run)])
+  assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+  assert (run / probe_cli.OUT / "probe.json").exists()
 
 
 @pytest.mark.parametrize("scope", ["global", "16"])
