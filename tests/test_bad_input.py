@@ -45,6 +45,7 @@ def _smoke():
                         r"or change the width \(--config\.model\.width"),
     ("resume_changes", "total_step", r"resume_changes='total_step' names \['total_step'\], which "
                                      r"are not config fields"),
+    ("seed", 2**32, r"config\.seed=4294967296 must be an integer >= 0 and <= 4294967295"),
 ])
 def test_bad_config_values(tmp_path, field, value, match):
   config = _smoke()

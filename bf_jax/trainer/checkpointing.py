@@ -82,7 +82,8 @@ class Checkpointer:
   def check_compatible(self, step: int, target: dict) -> None:
     """Refuses a checkpoint whose arrays do not fit this run's state (another config)."""
     saved = _shapes_by_path(self.manager.item_metadata(step)["state"].tree)
-    for part in ("params", "stats"):
+    # Every part: an optimizer state of another structure (another optim.name) fits no restore.
+    for part in ("params", "stats", *sorted(set(target) - {"params", "stats"})):
       ours = _shapes_by_path({part: target[part]})
       theirs = {k: v for k, v in saved.items() if k.split("/")[0] == part}
       diff = sorted(set(ours.items()) ^ set(theirs.items()))

@@ -26,10 +26,12 @@ def fail(name: str, value: Any, need: str) -> None:
   raise ValueError(f"config.{name}={value!r} {need}; set it with --config.{name}=...")
 
 
-def check_int(cfg, name: str, minimum: int) -> None:
+def check_int(cfg, name: str, minimum: int, maximum: int | None = None) -> None:
   value = get(cfg, name)
-  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-    fail(name, value, f"must be an integer >= {minimum}")
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum or (
+      maximum is not None and value > maximum):
+    fail(name, value, f"must be an integer >= {minimum}" +
+         (f" and <= {maximum}" if maximum is not None else ""))
 
 
 def check_num(cfg, name: str, low: float, high: float | None = None,
@@ -69,7 +71,7 @@ class Accepts:
 
 def validate(cfg, accepts: Accepts) -> None:
   """Raises ValueError for the first bad shared field of a training config."""
-  check_int(cfg, "seed", 0)
+  check_int(cfg, "seed", 0, 2**32 - 1)  # numpy's and the data pipeline's seeds are 32-bit
   check_int(cfg, "batch_size", 1)
   check_int(cfg, "eval_batch_size", 1)
   check_int(cfg, "total_steps", 1)

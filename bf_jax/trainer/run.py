@@ -24,7 +24,7 @@ import numpy as np
 from etils import epath
 
 from bf_jax.data import pipeline
-from bf_jax.trainer import checkpointing, feed, loop, prober, run_record, writers
+from bf_jax.trainer import checkpointing, feed, loop, prober, run_record, workdir_lock, writers
 
 log = logging.getLogger("bf_jax")
 
@@ -38,35 +38,77 @@ class Run:
                extras: Callable[[], tuple[dict, dict]] | None = None,
                extras_target: Callable[[dict], dict] | None = None):
     self.config, self.mesh, self.workdir = config, mesh, epath.Path(workdir)
+    self._workdir_arg = workdir
     self.state, self.start_step, self.step = state, 0, 0
     self.restored_extras: tuple[dict, dict] | None = None
     self._extras, self._extras_target = extras, extras_target
     self.ckpt: checkpointing.Checkpointer | None = None
     self.writer: writers.MetricWriter | None = None
     self.prober: prober.Prober | None = None
+    self.lock = workdir_lock.WorkdirLock(self.workdir)
 
   def __enter__(self) -> Run:
     config, workdir = self.config, self.workdir
-    diffs = run_record.check(config, workdir)  # before anything is written
-    self.ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep,
-                                           self._extras)
+    if not str(self._workdir_arg).strip():  # Path("") would be the current directory
+      raise ValueError(f"workdir={self._workdir_arg!r} is empty; give the run's folder ('.' for "
+                       f"the current one).")
+    # Before anything is written: a changed config, another run in the workdir.
+    diffs = run_record.check(config, workdir, self.mesh.devices.size)
+    self.lock.acquire()
     try:
-      self.start_step, self.state = self.ckpt.restore_latest(self.state, self._extras_target)
-      self.step = self.start_step
-      if self.start_step:
-        self.restored_extras = self.ckpt.restored_extras
-        log.info("resumed from the checkpoint at step %d in %s", self.start_step,
-                 self.ckpt.directory)
-      else:
-        self._start_from(config.init)
-      run_record.record(config, workdir, self.start_step, diffs, self.ckpt)
+      self.ckpt = checkpointing.Checkpointer(workdir, config.ckpt.every_steps, config.ckpt.keep,
+                                             self._extras)
+      self._restore(diffs)
+      run_record.record(config, workdir, self.start_step, diffs, self.ckpt,
+                        self.mesh.devices.size)
       if self.start_step == 0:  # after init.from_workdir: a second stage starts from its weights
         run_record.record_init(workdir, run_record.fingerprints(self.state["params"]))
-      self.writer = writers.MetricWriter(workdir)
+      elif self.start_step < config.total_steps:
+        self._set_result_aside()
+      self.writer = writers.MetricWriter(workdir, self.start_step or None)
     except BaseException:
-      self.ckpt.close()
+      if self.ckpt is not None:
+        self.ckpt.close()
+      self.lock.release()
       raise
     return self
+
+  def _restore(self, diffs: dict) -> None:
+    config = self.config
+    try:
+      self.start_step, self.state = self.ckpt.restore_latest(self.state, self._extras_target)
+    except checkpointing.IncompatibleCheckpoint as e:
+      changed = sorted(set(diffs) - set(run_record.MATH_FREE))
+      if not changed:
+        raise
+      raise checkpointing.IncompatibleCheckpoint(
+          f"--config.resume_changes lets {changed} change, but the saved state does not "
+          f"fit the state this config builds, so the run cannot go on from it ({e}). A field "
+          f"that changes the optimizer's (or the model's) state, such as optim.name, cannot "
+          f"change mid-run: drop it from the overrides, or start a new --workdir (with "
+          f"--config.init.from_workdir={self.workdir} to take the weights alone).") from None
+    self.step = self.start_step
+    if self.start_step > config.total_steps:
+      raise ValueError(f"the newest checkpoint in {self.ckpt.directory} is at step "
+                       f"{self.start_step}, past total_steps={config.total_steps}: nothing to "
+                       f"train. Give --config.total_steps={self.start_step} or more (with "
+                       f"--config.resume_changes=total_steps), or another --workdir.")
+    if self.start_step:
+      self.restored_extras = self.ckpt.restored_extras
+      log.info("resumed from the checkpoint at step %d in %s", self.start_step,
+               self.ckpt.directory)
+    else:
+      self._start_from(config.init)
+
+  def _set_result_aside(self) -> None:
+    """A run that goes on past its ``result.json`` (``resume_changes=total_steps``) moves it
+    aside, so no result claims a config the run no longer has; the end writes a new one."""
+    path = self.workdir / run_record.RESULT_FILE
+    if jax.process_index() == 0 and path.exists():
+      step = json.loads(path.read_text()).get("step")
+      aside = self.workdir / f"result_at_step{step}.json"
+      path.replace(aside)
+      log.warning("the run goes on past its result at step %s: moved it to %s", step, aside)
 
   def _start_from(self, init) -> None:
     if init.from_workdir:  # a second stage starts from the first stage's weights
@@ -81,8 +123,11 @@ class Run:
     try:  # flush logs and finish async saves even when a step failed
       self.ckpt.close()
     finally:
-      if self.writer is not None:
-        self.writer.close()
+      try:
+        if self.writer is not None:
+          self.writer.close()
+      finally:
+        self.lock.release()
 
   def train_batches(self, source, indices: np.ndarray, preprocess: pipeline.Preprocess,
                     num_classes: int, seed: int | None = None, **options
@@ -127,6 +172,11 @@ class Run:
     """Writes ``result.json`` when the run reached ``total_steps`` (a preempted run writes none);
     returns whether it did."""
     if self.finished:
+      # A resume that changed total_steps to where it already was trains nothing and saves
+      # nothing: its config.json is written now, so the result matches the config it claims.
+      for pending in self.ckpt.on_next_save:
+        pending()
+      self.ckpt.on_next_save = []
       run_record.write_result(self.workdir, result)
     return self.finished
 

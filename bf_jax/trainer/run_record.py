@@ -86,24 +86,45 @@ def _check_writable(workdir: epath.Path) -> None:
                           f"this user; give a directory you can create and write to.")
 
 
-def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
+def _starts(workdir: epath.Path) -> list[dict[str, Any]]:
+  """The history's entries, oldest first (a line cut short by a kill is skipped)."""
+  path = workdir / HISTORY
+  out = []
+  for line in (path.read_text().splitlines() if path.exists() else []):
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return out
+
+
+def check(config, workdir: str | pathlib.Path, n_devices: int | None = None
+          ) -> dict[str, tuple[Any, Any]]:
   """Raises (on every process, before anything is written) when ``workdir`` records another
-  config; returns the differences the config allows (``resume_changes``)."""
+  config; returns the differences the config allows (``resume_changes``). ``n_devices``: the
+  mesh this start trains on (a ``bf.scope='device'`` run may not resume on another count)."""
   workdir = epath.Path(workdir)
   _check_writable(workdir)
   path = workdir / CONFIG
-  if not path.exists():
-    return {}
   trained = _has_checkpoint(workdir)
-  if not trained and not (workdir / HISTORY).exists():
-    raise FileExistsError(
-        f"{path} exists, but {workdir} holds no checkpoint and no {HISTORY}: bf_jax did not "
-        f"write it, and will not overwrite it. Move the file away or pick another --workdir.")
-  try:
-    old = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not the JSON bf_jax writes ({e}); its history is in "
-                     f"{workdir / HISTORY}. Restore the file or pick another --workdir.") from None
+  starts = _starts(workdir) if trained else []
+  if trained and n_devices is not None:
+    _check_device_scope(config, workdir, starts, n_devices)
+  if path.exists():
+    if not trained and not (workdir / HISTORY).exists():
+      raise FileExistsError(
+          f"{path} exists, but {workdir} holds no checkpoint and no {HISTORY}: bf_jax did not "
+          f"write it, and will not overwrite it. Move the file away or pick another --workdir.")
+    try:
+      old, source = json.loads(path.read_text()), path
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not the JSON bf_jax writes ({e}); its history is in "
+                       f"{workdir / HISTORY}. Restore the file or pick another --workdir."
+                       ) from None
+  elif starts:  # config.json deleted from a trained workdir: the history still says how
+    old, source = starts[-1]["config"], workdir / HISTORY
+  else:
+    return {}
   new = json.loads(config.to_json_best_effort())
   schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
   # A field the schema gained after the run was recorded changes nothing at its default.
@@ -117,10 +138,27 @@ def check(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
     lines = "\n".join(f"  {k}: {old_v!r} (recorded) -> {new_v!r} (now)"
                       for k, (old_v, new_v) in refused.items())
     raise ValueError(
-        f"{workdir} was trained with another config; nothing was changed. Differing fields:\n"
+        f"{workdir} was trained with another config ({source.name} records it); nothing was "
+        f"changed. Differing fields:\n"
         f"{lines}\nTo continue with the recorded config, drop these overrides; to change them on "
         f"purpose, add --config.resume_changes={','.join(refused)}; or pick another --workdir.")
   return diffs
+
+
+def _check_device_scope(config, workdir: epath.Path, starts: list[dict], n_devices: int) -> None:
+  """Under ``bf.scope='device'`` the layer attends over each device's rows: another device count
+  would change what it attends over mid-run. Global and group scopes may move freely."""
+  recorded = [s for s in starts if "devices" in s]  # histories from before this was recorded
+  if not (config.bf.enabled and config.bf.scope == "device" and recorded):
+    return
+  was = recorded[-1]["devices"]
+  if was != n_devices:
+    raise ValueError(
+        f"bf.scope='device': {workdir} was trained on {was} devices ({config.batch_size // was} "
+        f"rows per device, what the layer attends over); this start has {n_devices} "
+        f"({config.batch_size // n_devices} per device). Resume on {was} devices, or start a new "
+        f"--workdir with bf.scope='{config.batch_size // was}' (a group size that does not "
+        f"depend on the device count).")
 
 
 def _git_commit() -> str | None:
@@ -133,7 +171,8 @@ def _git_commit() -> str | None:
 
 
 def record(config, workdir: str | pathlib.Path, start_step: int,
-           diffs: dict[str, tuple[Any, Any]], ckpt: Checkpointer | None = None) -> None:
+           diffs: dict[str, tuple[Any, Any]], ckpt: Checkpointer | None = None,
+           n_devices: int | None = None) -> None:
   """Appends this start to the history; writes config.json only when it is new or changed, and
   then with ``ckpt`` only once its first checkpoint is saved, so the record never names a config
   that no checkpoint was trained with (a start that fails first leaves the old one)."""
@@ -144,6 +183,8 @@ def record(config, workdir: str | pathlib.Path, start_step: int,
   config_json = config.to_json_best_effort(indent=2)
   entry = {"start_step": start_step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "host": socket.gethostname(), "processes": jax.process_count(),
+           **({} if n_devices is None else
+              {"devices": n_devices, "per_device_batch": config.batch_size // n_devices}),
            "git_commit": _git_commit(), "changed": {k: list(v) for k, v in diffs.items()},
            "config": json.loads(config_json)}
   history = workdir / HISTORY
@@ -153,7 +194,7 @@ def record(config, workdir: str | pathlib.Path, start_step: int,
   else:
     with open(os.fspath(history), "a") as f:
       f.write(line)
-  if not (workdir / CONFIG).exists() or diffs:
+  if not (workdir / CONFIG).exists() or diffs:  # (a deleted config.json is written again)
     write = lambda: _write_atomically(workdir / CONFIG, config_json)
     if ckpt is None:
       write()

@@ -21,9 +21,14 @@ from etils import epath
 
 
 class MetricWriter:
-  """Appends one JSON line per write and mirrors the scalars to TensorBoard."""
+  """Appends one JSON line per write and mirrors the scalars to TensorBoard.
 
-  def __init__(self, workdir: str | pathlib.Path):
+  ``resume_step``: a run resumed from that step's checkpoint first drops what it logged past it
+  (a run killed after its last checkpoint trains those steps again), so the logs keep one record
+  per step; TensorBoard purges those events the same way.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, resume_step: int | None = None):
     self.active = jax.process_index() == 0
     self.workdir = epath.Path(workdir)
     self._tb = None
@@ -32,12 +37,19 @@ class MetricWriter:
     self.workdir.mkdir(parents=True, exist_ok=True)
     self._remote = "://" in str(workdir)
     jsonl = self.workdir / "metrics.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True) if jsonl.exists() else []
+    if resume_step is not None:
+      kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
+      if len(kept) < len(lines):
+        _replace(jsonl, "".join(kept))
+      lines = kept
     if self._remote:
-      self._lines = jsonl.read_text().splitlines(keepends=True) if jsonl.exists() else []
+      self._lines = lines
     else:
       self._jsonl = open(jsonl, "a")
     from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(str(self.workdir / "tb"))
+    purge = {} if resume_step is None else {"purge_step": resume_step + 1}
+    self._tb = SummaryWriter(str(self.workdir / "tb"), **purge)
 
   def write(self, step: int, scalars: dict[str, Any], prefix: str = "") -> None:
     if not self.active:
@@ -58,6 +70,12 @@ class MetricWriter:
       if not self._remote:
         self._jsonl.close()
       self._tb.close()
+
+
+def _replace(path: epath.Path, text: str) -> None:
+  tmp = path.parent / f"{path.name}.tmp"
+  tmp.write_text(text)
+  tmp.replace(path)
 
 
 class Progress:
