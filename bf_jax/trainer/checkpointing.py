@@ -8,7 +8,9 @@ statistics, optimizer state and the step. RNG keys and the data position are fun
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
+import shutil
 import time
 from typing import Any, Callable
 
@@ -41,6 +43,32 @@ class IncompatibleCheckpoint(ValueError):
   """A readable checkpoint whose arrays do not fit this run (written by another config)."""
 
 
+class NoReadableCheckpoint(RuntimeError):
+  """Every checkpoint of the workdir failed to restore (nothing was moved or deleted)."""
+
+
+class SaveFailed(OSError):
+  """A checkpoint could not be written (a full disk, say): the run stops there."""
+
+
+def _free_bytes(directory: epath.Path) -> int | None:
+  if "://" in str(directory):
+    return None  # object stores: no free space to ask for
+  there = pathlib.Path(os.fspath(directory))
+  while not there.exists():
+    there = there.parent
+  return shutil.disk_usage(there).free
+
+
+def _size_bytes(directory: epath.Path) -> int:
+  there = pathlib.Path(os.fspath(directory))
+  return sum(p.stat().st_size for p in there.rglob("*") if p.is_file())
+
+
+def _mib(n: int) -> str:
+  return f"{n / 2**20:,.1f} MiB"
+
+
 class Checkpointer:
   """Saves when the loop says so (every ``every_steps``, at the end, on preemption), keeps ``keep``.
 
@@ -59,6 +87,7 @@ class Checkpointer:
     self._extras = extras
     self.restored_extras: tuple[dict, dict] | None = None
     self.on_next_save: list[Callable[[], None]] = []  # run once, after the next save starts
+    self._saving: int | None = None  # the step of the newest save started
     self.manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -145,7 +174,7 @@ class Checkpointer:
                     "were moved to %s.", step, [s for s, _ in unreadable], self._aside_dir())
       return step, state
     if unreadable:
-      raise RuntimeError(
+      raise NoReadableCheckpoint(
           f"No readable checkpoint in {self.directory}: steps {[s for s, _ in unreadable]} all "
           f"failed to restore (newest: {unreadable[0][1]}). Nothing was deleted. To start over, "
           f"move that directory away or use a fresh --workdir.")
@@ -166,8 +195,36 @@ class Checkpointer:
       multihost_utils.sync_global_devices("bf_jax checkpoints set aside")
     self.manager = self._open()
 
+  def _refuse_save(self, step: int, why: str) -> None:
+    newest = self.latest_step()
+    kept = (f"the newest complete checkpoint, step {newest}, is kept" if newest is not None
+            else "no checkpoint was saved before it")
+    raise SaveFailed(f"saving the checkpoint of step {step} into {self.directory} failed: {why}; "
+                     f"{kept}. Free space there (or lower --config.ckpt.keep) and rerun the same "
+                     f"command to resume.")
+
+  def _failed(self, e: Exception) -> None:
+    free = _free_bytes(self.directory)
+    text = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+    self._refuse_save(self._saving, text + (f" ({_mib(free)} free)" if free is not None else ""))
+
+  def check_saved(self) -> None:
+    """Raises at the first step boundary after an async save failed (e.g. a full disk), so the
+    run does not train on with nowhere to save."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001 - TensorStore / Orbax raise many kinds
+      self._failed(e)
+
   def save(self, step: int, state: dict) -> bool:
-    """Starts an async save of ``state`` as ``step`` (the loop checked it is finite)."""
+    """Starts an async save of ``state`` as ``step`` (the loop checked it is finite); refuses
+    first when the disk has less room than the newest checkpoint took."""
+    newest, free = self.latest_step(), _free_bytes(self.directory)
+    if newest is not None and free is not None:
+      need = _size_bytes(self.directory / str(newest))
+      if free < need:
+        self._refuse_save(step, f"{_mib(free)} free, the newest checkpoint took {_mib(need)}")
+    self._saving = step
     items, meta = {"state": ocp.args.StandardSave(state)}, {"step": step}
     if self._extras is not None:
       meta["extras"], arrays = self._extras()
@@ -185,7 +242,13 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for the last async save; one that failed raises ``SaveFailed`` (after closing)."""
+    try:
+      self.manager.wait_until_finished()
+      self.manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001 - TensorStore / Orbax raise many kinds
+      self.manager.close()
+      self._failed(e)
     self.manager.close()
 
 

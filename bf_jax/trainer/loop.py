@@ -133,6 +133,7 @@ def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedu
   step, selected = start_step, None
   with _Signals() as signals:
     while step < config.total_steps:
+      ckpt.check_saved()  # an async save that failed stops the run here
       batch = sharding.put_batch(next(batches), mesh)
       state, step_metrics = train_step(state, batch, np.int32(step))
       window.append(step_metrics)

@@ -1,8 +1,9 @@
 """How the command line ends on an error: one message for what the user can fix, a traceback for
 what looks like a bug. ``--debug`` (or ``BF_JAX_DEBUG=1``) shows every traceback.
 
-Exit codes: 2, the input needs fixing (a flag, the config, a file, the workdir); 1, training
-started and stopped on a fault (a non-finite loss); 130, Ctrl-C.
+Exit codes: 2, the input needs fixing (a flag, the config, a file, the workdir, checkpoints that
+are all unreadable); 1, training started and stopped on a fault (a non-finite loss, a checkpoint
+that could not be saved); 130, Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import NoReturn
 
 from absl import flags
 
-from bf_jax.trainer import loop
+from bf_jax.trainer import checkpointing, loop
 
 USAGE, FAULT, INTERRUPTED = 2, 1, 130
 _HINT = "(--debug or BF_JAX_DEBUG=1 shows the traceback)"
@@ -117,6 +118,8 @@ def describe(exc: BaseException, workdir: str | None, argv: list[str] | None = N
             "command resumes from that checkpoint."), INTERRUPTED
   if isinstance(exc, FloatingPointError):
     return str(exc), FAULT
+  if isinstance(exc, (checkpointing.SaveFailed, checkpointing.NoReadableCheckpoint)):
+    return str(exc), FAULT if isinstance(exc, checkpointing.SaveFailed) else USAGE
   if isinstance(exc, OSError) and "Failed loading config file" in str(exc):
     missing = re.search(r"No such file or directory: '([^']+)'", str(exc))
     given = _config_flag(argv or [])

@@ -19,7 +19,7 @@ from helpers import kill_9_and_resume, load_config, read_metrics
 from bf_jax import data
 from bf_jax.data.sources import ArraySource
 from bf_jax.tasks import classify
-from bf_jax.trainer import loop
+from bf_jax.trainer import checkpointing, loop, user_errors
 
 
 def _steps(workdir) -> list[int]:
@@ -163,3 +163,46 @@ def test_a_second_ctrl_c_aborts_at_once():
   finally:
     gc.enable()
   assert signal.getsignal(signal.SIGINT) is before
+
+
+def _train_steps(workdir):
+  return [m["step"] for m in read_metrics(workdir) if "train/loss" in m]
+
+
+def test_a_save_that_fails_stops_the_run_at_once_in_one_message(tmp_path, monkeypatch):
+  """A full disk: the async save's error stops the run at the next step boundary."""
+  config = load_config("digits_lt", "smoke")
+  config.total_steps, config.eval_every_steps, config.log_every_steps = 6, 0, 1
+  config.ckpt.every_steps, config.optim.warmup_steps = 2, 0
+
+  def check_for_errors(manager):
+    if manager.latest_step() is not None:  # the first save "failed" in its background thread
+      raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "check_for_errors", check_for_errors)
+  with pytest.raises(checkpointing.SaveFailed, match=r"saving the checkpoint of step 2 into .*"
+                                                     r"checkpoints failed: .*No space left on "
+                                                     r"device \(.* MiB free\)") as e:
+    classify.run(config, tmp_path)
+  assert _train_steps(tmp_path) == [1, 2]  # nothing trained past the failed save
+  assert user_errors.describe(e.value, str(tmp_path)) == (str(e.value), user_errors.FAULT)
+
+
+def test_too_little_room_for_the_next_checkpoint_stops_before_writing_it(tmp_path, monkeypatch):
+  config = load_config("digits_lt", "smoke")
+  config.total_steps, config.eval_every_steps, config.log_every_steps = 6, 0, 1
+  config.ckpt.every_steps, config.optim.warmup_steps = 2, 0
+  monkeypatch.setattr(checkpointing, "_free_bytes", lambda directory: 1024)
+  with pytest.raises(checkpointing.SaveFailed, match=r"0.0 MiB free, the newest checkpoint took "
+                                                     r".*; the newest complete checkpoint, step "
+                                                     r"\d, is kept") as e:
+    classify.run(config, tmp_path)
+  # The first save that found a finished one before it (saves run in the background) refused.
+  refused = int(re.search(r"checkpoint of step (\d)", str(e.value)).group(1))
+  assert refused in (4, 6) and _train_steps(tmp_path) == list(range(1, refused + 1))
+  assert str(refused) not in [p.name for p in (tmp_path / "checkpoints").iterdir()]
+
+
+def test_unreadable_checkpoints_end_in_one_message():
+  e = checkpointing.NoReadableCheckpoint("No readable checkpoint in x")
+  assert user_errors.describe(e, "x") == ("No readable checkpoint in x", user_errors.USAGE)
