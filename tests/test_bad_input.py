@@ -144,8 +144,9 @@ def test_unreadable_split_files(tmp_path):
 def _cli(tmp_path, *args, workdir=None, config="configs/digits_lt.py:smoke", env=None
          ) -> subprocess.Popen:
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", **(env or {})}
+  workdir = tmp_path / "run" if workdir is None else workdir
   return subprocess.Popen([sys.executable, "-m", "bf_jax.main", "--config", config,
-                           f"--workdir={workdir or tmp_path / 'run'}", *args],
+                           f"--workdir={workdir}", *args],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
@@ -170,6 +171,12 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
   short = ["--config.total_steps=2", "--config.eval_every_steps=0", "--config.optim.warmup_steps=0"]
   bad_config = tmp_path / "bad_config.py"
   bad_config.write_text("def get_config(:\n")
+  empty_config, none_config = tmp_path / "empty.py", tmp_path / "returns_none.py"
+  empty_config.write_text("")
+  none_config.write_text("def get_config(arg=None):\n  pass\n")
+  colon_dir = tmp_path / "a:b"
+  colon_dir.mkdir()
+  (colon_dir / "digits.py").write_text((ROOT / "configs" / "digits_lt.py").read_text())
   cases = [
       (["--config.optim.lr=-1"], {}, "config.optim.lr=-1.0 must be a finite number > 0"),
       (["--config.optim.lr=inf"], {}, "config.optim.lr=inf must be a finite number > 0"),
@@ -189,6 +196,15 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
        {}, f"port {busy_port} cannot be opened on this machine (Address already in use)"),
       (["--coordinator_address=127.0.0.1:1234"], {},
        "--num_processes=None --process_id=None: with --coordinator_address give both"),
+      # Issue 33: what used to run something else, or end in a traceback.
+      (["--config.bf.enabled", "false"], {}, "unexpected argument 'false' after "
+                                             "--config.bf.enabled: write --config.bf.enabled=false"),
+      ([":smoke"], {"config": "configs/digits_lt.py"}, "unexpected argument ':smoke': the "
+                                                       "config's args follow its path"),
+      ([], {"workdir": ""}, "--workdir is empty (an unset shell variable?)"),
+      ([], {"config": str(empty_config)}, "the file defines no get_config(arg=None)"),
+      ([], {"config": str(none_config)}, "get_config() returned None (a missing return?)"),
+      ([], {"config": str(colon_dir / "digits.py")}, "the path is cut at its first ':'"),
   ]
   before = _listing(tmp_path)
   procs = [_cli(tmp_path, *args, **kw) for args, kw, _ in cases]
@@ -209,6 +225,7 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = _cli(tmp_path, "--config.batchsize=32", *args, env=env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" in err and "batchsize" in err, err[-2000:]
+    assert proc.returncode == 2  # the traceback, and still the exit code of bad input
 
 
 @pytest.mark.slow  # processes of the command line

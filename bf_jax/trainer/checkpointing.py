@@ -241,14 +241,18 @@ class Checkpointer:
     """True on the step all processes agreed to save at after a SIGTERM (multi-process)."""
     return self.manager.reached_preemption(step)
 
-  def close(self) -> None:
-    """Waits for the last async save; one that failed raises ``SaveFailed`` (after closing)."""
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for the last async save; one that failed raises ``SaveFailed`` (after closing),
+    or is logged when ``raise_errors`` is off (the run already ends on another error)."""
     try:
       self.manager.wait_until_finished()
       self.manager.check_for_errors()
     except Exception as e:  # noqa: BLE001 - TensorStore / Orbax raise many kinds
       self.manager.close()
-      self._failed(e)
+      if raise_errors:
+        self._failed(e)
+      log.warning("the last checkpoint save did not complete: %s", str(e).splitlines()[-1:])
+      return
     self.manager.close()
 
 

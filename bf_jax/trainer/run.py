@@ -119,9 +119,9 @@ class Run:
                   "random initialization (a random-feature baseline); set "
                   "--config.init.from_workdir to the run that trained it.")
 
-  def __exit__(self, *exc) -> None:
-    try:  # flush logs and finish async saves even when a step failed
-      self.ckpt.close()
+  def __exit__(self, exc_type, *exc) -> None:
+    try:  # flush logs and finish async saves even when a step failed (without hiding its error)
+      self.ckpt.close(raise_errors=exc_type is None)
     finally:
       try:
         if self.writer is not None:
