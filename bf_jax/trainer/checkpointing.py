@@ -219,6 +219,9 @@ class Checkpointer:
   def save(self, step: int, state: dict) -> bool:
     """Starts an async save of ``state`` as ``step`` (the loop checked it is finite); refuses
     first when the disk has less room than the newest checkpoint took."""
+    # Orbax would wait for the save in flight anyway; waiting here makes it the newest one.
+    self.manager.wait_until_finished()
+    self.check_saved()
     newest, free = self.latest_step(), _free_bytes(self.directory)
     if newest is not None and free is not None:
       need = _size_bytes(self.directory / str(newest))

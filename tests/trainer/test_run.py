@@ -22,7 +22,8 @@ def test_a_failing_step_still_closes_the_checkpointer_and_the_writer(tmp_path, m
   closed = []
   for cls in (checkpointing.Checkpointer, writers.MetricWriter):
     original = cls.close
-    monkeypatch.setattr(cls, "close", lambda self, o=original, c=cls: (closed.append(c), o(self)))
+    monkeypatch.setattr(cls, "close", lambda self, *a, o=original, c=cls, **kw: (
+        closed.append(c), o(self, *a, **kw)))
   config = load_config("digits_lt", "smoke")
   mesh = sharding.make_mesh(config=config)
 
