@@ -1,4 +1,4 @@
-"""One run at a time in a workdir: ``bf_jax.lock`` names the process that holds it.
+"""One run at a time in a workdir: ``run.lock`` names the process that holds it.
 
 Two runs writing one workdir interleave their logs and race on the checkpoints. Process 0 of a
 run takes the lock before anything is written and removes it on every exit path. A lock left by
@@ -18,7 +18,7 @@ import time
 import jax
 from etils import epath
 
-FILE = "bf_jax.lock"
+FILE = "run.lock"
 
 
 class WorkdirBusy(ValueError):
