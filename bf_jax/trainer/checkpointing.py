@@ -235,10 +235,14 @@ class Checkpointer:
         items["extra"], meta["extra_arrays"] = ocp.args.StandardSave(arrays), True
     saved = self.manager.save(step, args=ocp.args.Composite(
         meta=ocp.args.JsonSave(meta), **items), force=True)
+    self.run_pending()
+    return saved
+
+  def run_pending(self) -> None:
+    """Runs what waits for the next save now (the config record of a run that saves no more)."""
     for callback in self.on_next_save:
       callback()
     self.on_next_save = []
-    return saved
 
   def reached_preemption(self, step: int) -> bool:
     """True on the step all processes agreed to save at after a SIGTERM (multi-process)."""

@@ -5,10 +5,11 @@
     state, step, selected = run.train(batches, train_step, evaluate, built.schedule, stop_at)
   run.finish(result)                                      # result.json, once total_steps is reached
 
-Entering checks ``config.json`` against the config (``run_record``), restores the newest
-checkpoint (or starts from ``init.from_workdir``), appends this start to the history, records the
-initial parameters' fingerprints and opens the metric writer. Leaving closes the checkpointer
-(finishing async saves) and the writer on every exit path. A task builds its state, step and
+Entering checks ``config.json`` against the config (``run_record``), takes the workdir's lock,
+restores the newest checkpoint (or starts from ``init.from_workdir``), appends this start to the
+history, records the initial parameters' fingerprints and opens the metric writer. Leaving closes
+the checkpointer (finishing async saves) and the writer and releases the lock on every exit
+path. A task builds its state, step and
 evaluation and hands them over; ``ckpt.*`` and the process layout never reach it.
 """
 
@@ -68,7 +69,7 @@ class Run:
       self.writer = writers.MetricWriter(workdir, self.start_step or None)
     except BaseException:
       if self.ckpt is not None:
-        self.ckpt.close()
+        self.ckpt.close(raise_errors=False)
       self.lock.release()
       raise
     return self
@@ -174,9 +175,7 @@ class Run:
     if self.finished:
       # A resume that changed total_steps to where it already was trains nothing and saves
       # nothing: its config.json is written now, so the result matches the config it claims.
-      for pending in self.ckpt.on_next_save:
-        pending()
-      self.ckpt.on_next_save = []
+      self.ckpt.run_pending()
       run_record.write_result(self.workdir, result)
     return self.finished
 
