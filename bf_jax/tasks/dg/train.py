@@ -111,10 +111,10 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
                                           skip_nonfinite=config.optim.skip_nonfinite > 0)
   eval_step = supervised.make_eval_step(graphdef, other, data.num_classes, mesh)
 
-  def stream(seed: int):  # the per-domain balanced batches
+  def stream(seed: int, start_step: int = 0):  # the per-domain balanced batches
     return feed.train_batches(
         data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
-        data.num_classes, seed,
+        data.num_classes, seed, start_step,
         index_batches=balanced_index_batches(data.train_groups, config.dg.batch_per_domain, seed))
 
   # ---------------------------------------------------------------- SWAD, history, resume
@@ -157,11 +157,8 @@ def train_one(config, workdir: str | pathlib.Path, test_domain: str, trial_seed:
       return metrics
 
     on_step = (lambda s: kept["swad"].add_step(s["params"])) if use_swad else None
-    batches = feed.train_batches(
-        data.train_source, np.concatenate(data.train_groups), config.batch_size, data.preprocess,
-        data.num_classes, seed, run.start_step,
-        index_batches=balanced_index_batches(data.train_groups, cfg.batch_per_domain, seed))
-    state, step, _ = run.train(batches, train_step, evaluate, built.schedule, stop_at, on_step)
+    state, step, _ = run.train(stream(seed, run.start_step), train_step, evaluate,
+                               built.schedule, stop_at, on_step)
   if not run.finished:
     return {"step": step, "preempted": True}
 
