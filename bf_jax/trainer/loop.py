@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any, Callable, Iterator
 
 import jax
@@ -134,7 +135,9 @@ def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedu
   with _Signals() as signals:
     while step < config.total_steps:
       ckpt.check_saved()  # an async save that failed stops the run here
+      waiting = time.perf_counter()  # the host pipeline and the copy to the devices
       batch = sharding.put_batch(next(batches), mesh)
+      progress.waited(time.perf_counter() - waiting)
       state, step_metrics = train_step(state, batch, np.int32(step))
       window.append(step_metrics)
       step += 1
@@ -151,6 +154,7 @@ def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedu
       if step % config.log_every_steps == 0 or final:
         scalars = _window_scalars(window)
         scalars["lr"] = float(schedule(step - 1))
+        scalars["input_wait"] = progress.input_share()  # of this window's wall time
         log.info(progress.line(step, scalars))
         writer.write(step, scalars, prefix="train/")
         window, checked = [], 0

@@ -79,20 +79,30 @@ def _replace(path: epath.Path, text: str) -> None:
 
 
 class Progress:
-  """Images/s and ETA over the steps since the last report."""
+  """Images/s, the share of wall time spent waiting for input, and the ETA, over the steps since
+  the last report. The loop adds the time each batch took to arrive (``waited``): a run whose
+  host pipeline cannot keep up shows a large ``input`` share."""
 
   def __init__(self, total_steps: int, batch_size: int, start_step: int):
     self.total, self.batch = total_steps, batch_size
-    self._t, self._step = time.perf_counter(), start_step
+    self._t, self._step, self._wait = time.perf_counter(), start_step, 0.0
+
+  def waited(self, seconds: float) -> None:
+    self._wait += seconds
+
+  def input_share(self) -> float:
+    """The waiting share of the wall time since the last report (0 to 1)."""
+    return min(self._wait / max(time.perf_counter() - self._t, 1e-9), 1.0)
 
   def line(self, step: int, scalars: dict[str, float]) -> str:
     now = time.perf_counter()
-    rate = (step - self._step) / max(now - self._t, 1e-9)
-    self._t, self._step = now, step
+    elapsed = max(now - self._t, 1e-9)
+    rate, share = (step - self._step) / elapsed, min(self._wait / elapsed, 1.0)
+    self._t, self._step, self._wait = now, step, 0.0
     eta = (self.total - step) / max(rate, 1e-9)
-    parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
-    return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s | "
-            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+    parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if k != "input_wait")
+    return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s | input "
+            f"{100 * share:.0f}% | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
