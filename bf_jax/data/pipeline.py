@@ -99,7 +99,7 @@ def _check_label(label: int, num_classes: int, where: str) -> int:
 SAMPLERS = ("instance", "class_balanced")
 
 
-def _index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarray | None):
+def index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarray | None):
   """Endless MapDataset of dataset indices: shuffled epochs, or class-balanced draws.
 
   Class-balanced (the decoupled classifier-retraining stage): every draw picks a class uniformly,
@@ -145,7 +145,7 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
     return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
   if index_batches is None:
-    index_batches = _index_stream(indices, seed, sampler, labels).batch(batch_size)
+    index_batches = index_stream(indices, seed, sampler, labels).batch(batch_size)
   ds = index_batches.map_with_index(load)
   ds = ds[start_step:]
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,

@@ -136,7 +136,7 @@ class Run:
     """The training stream from where this run resumes (``seed`` defaults to config.seed)."""
     seed = self.config.seed if seed is None else seed
     return feed.train_batches(source, indices, self.config.batch_size, preprocess, num_classes,
-                              seed, self.start_step, **options)
+                              seed, self.start_step, self.mesh, **options)
 
   def probe(self, stream: Callable[[int], Iterator[dict[str, np.ndarray]]],
             train_counts_K: np.ndarray, graphdef, other: dict, loss_fn: Callable,

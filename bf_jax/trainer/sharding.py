@@ -44,4 +44,5 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 def put_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """This process's rows -> global arrays split along ``data``."""
   sharding = NamedSharding(mesh, P(AXIS))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  return {k: v if isinstance(v, jax.Array) else  # already global (a device-resident set)
+          jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
