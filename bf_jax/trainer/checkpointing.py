@@ -69,6 +69,12 @@ def _mib(n: int) -> str:
   return f"{n / 2**20:,.1f} MiB"
 
 
+def _reason(e: Exception) -> str:
+  """The last line of an error (TensorStore's run to many), or its type."""
+  text = str(e).strip()
+  return text.splitlines()[-1][:300] if text else type(e).__name__
+
+
 class Checkpointer:
   """Saves when the loop says so (every ``every_steps``, at the end, on preemption), keeps ``keep``.
 
@@ -205,8 +211,8 @@ class Checkpointer:
 
   def _failed(self, e: Exception) -> None:
     free = _free_bytes(self.directory)
-    text = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-    self._refuse_save(self._saving, text + (f" ({_mib(free)} free)" if free is not None else ""))
+    self._refuse_save(self._saving, _reason(e) + (f" ({_mib(free)} free)" if free is not None
+                                                  else ""))
 
   def check_saved(self) -> None:
     """Raises at the first step boundary after an async save failed (e.g. a full disk), so the
@@ -258,7 +264,7 @@ class Checkpointer:
       self.manager.close()
       if raise_errors:
         self._failed(e)
-      log.warning("the last checkpoint save did not complete: %s", str(e).splitlines()[-1:])
+      log.warning("the last checkpoint save did not complete: %s", _reason(e))
       return
     self.manager.close()
 

@@ -95,14 +95,15 @@ class Progress:
     return min(self._wait / max(time.perf_counter() - self._t, 1e-9), 1.0)
 
   def line(self, step: int, scalars: dict[str, float]) -> str:
+    """The progress line; ``scalars["input_wait"]`` (``input_share``) shows as ``input N%``."""
     now = time.perf_counter()
-    elapsed = max(now - self._t, 1e-9)
-    rate, share = (step - self._step) / elapsed, min(self._wait / elapsed, 1.0)
+    rate = (step - self._step) / max(now - self._t, 1e-9)
     self._t, self._step, self._wait = now, step, 0.0
     eta = (self.total - step) / max(rate, 1e-9)
     parts = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if k != "input_wait")
-    return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s | input "
-            f"{100 * share:.0f}% | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+    share = f" input {100 * scalars['input_wait']:.0f}% |" if "input_wait" in scalars else ""
+    return (f"step {step}/{self.total} {parts} | {rate * self.batch:,.0f} img/s |{share} "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
