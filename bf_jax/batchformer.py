@@ -1,12 +1,13 @@
-"""``bf_jax.batchformer``: the old import path of ``bf_jax.layer.batchformer`` (the layer moved to bf_jax/layer/).
+"""``bf_jax.batchformer``: the old import path of ``bf_jax.layer.batchformer``.
 
-Importing it warns once and hands back the module itself, so old code keeps working."""
+The layer moved to bf_jax/layer/; importing this warns once and hands back the module itself, so
+old code keeps working."""
 
 import sys
 import warnings
 
 from bf_jax.layer import batchformer as _moved
 
-warnings.warn("bf_jax.batchformer moved to bf_jax.layer.batchformer; import it from there (this alias will go).",
-              FutureWarning, stacklevel=2)
+warnings.warn("bf_jax.batchformer moved to bf_jax.layer.batchformer; import it from there "
+              "(this alias will go).", FutureWarning, stacklevel=2)
 sys.modules[__name__] = _moved

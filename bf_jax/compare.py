@@ -130,9 +130,14 @@ def sentence(metric: str, s: dict[str, float], names: tuple[str, str], scale: fl
   return f"{metric}: {diff} ({interval}): not distinguishable from zero at the 5% level."
 
 
+def _math_differences(a: dict, b: dict) -> set[str]:
+  """The config fields two runs differ in, leaving out those that never change the math."""
+  return set(run_record.differences(a, b)) - set(run_record.MATH_FREE)
+
+
 def _config_differences(a: dict, b: dict) -> set[str]:
-  return {name for name in run_record.differences(a, b)
-          if not name.startswith(_TREATMENT) and name not in run_record.MATH_FREE}
+  """What a pair differs in beyond the treatment (bf.*)."""
+  return {name for name in _math_differences(a, b) if not name.startswith(_TREATMENT)}
 
 
 def compare(baseline: list[Run], treatment: list[Run],
@@ -159,15 +164,13 @@ def compare(baseline: list[Run], treatment: list[Run],
   checks = {"config_differs": {}, "config_missing": [], "init_same": {}, "init_differs": {},
             "init_missing": [], "varies": {}}
   if all(base[k].config and treat[k].config and
-         not (set(run_record.differences(base[k].config, treat[k].config))
-              - set(run_record.MATH_FREE)) for k in keys):
+         not _math_differences(base[k].config, treat[k].config) for k in keys):
     raise ValueError(f"{names[0]} and {names[1]} trained the same config (no bf.* or other field "
                      f"differs in any pair): there is no treatment to compare; check the arms' "
                      f"folders.")
   for arm, runs in zip(names, ([base[k] for k in keys], [treat[k] for k in keys])):
-    varies = sorted({f for r in runs[1:] for f in run_record.differences(runs[0].config, r.config)
-                     if f != "seed" and f not in run_record.MATH_FREE}) \
-        if all(r.config for r in runs) else []
+    varies = sorted({f for r in runs[1:] for f in _math_differences(runs[0].config, r.config)
+                     if f != "seed"}) if all(r.config for r in runs) else []
     if varies:
       checks["varies"][arm] = varies
   for k in keys:

@@ -7,8 +7,8 @@ in common (checked, see bf_jax/compare.py). Prints each run, then the paired tab
 difference, its 95% interval, wins/ties/losses, p-values) and one sentence per metric; writes it
 to ``<workdir>/compare.md`` (+ ``compare.json``, ``paired_differences.png``) and plots per-class
 accuracy against class size for both arms. Then what the trained layer does
-(bf_jax/trainer/probe_stats.py): each +BatchFormer run holds attention.png, gradient_share.png and probe.json; the
-means over seeds are printed and written to ``<workdir>/probe.md``.
+(bf_jax/trainer/probe_stats.py): each +BatchFormer run holds attention.png, gradient_share.png
+and probe.json; the means over seeds are printed and written to ``<workdir>/probe.md``.
 """
 
 from __future__ import annotations

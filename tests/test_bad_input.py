@@ -197,8 +197,8 @@ def test_command_line_errors_end_in_one_message(tmp_path, busy_port):
       (["--coordinator_address=127.0.0.1:1234"], {},
        "--num_processes=None --process_id=None: with --coordinator_address give both"),
       # Issue 33: what used to run something else, or end in a traceback.
-      (["--config.bf.enabled", "false"], {}, "unexpected argument 'false' after "
-                                             "--config.bf.enabled: write --config.bf.enabled=false"),
+      (["--config.bf.enabled", "false"], {},
+       "unexpected argument 'false' after --config.bf.enabled: write --config.bf.enabled=false"),
       ([":smoke"], {"config": "configs/digits_lt.py"}, "unexpected argument ':smoke': the "
                                                        "config's args follow its path"),
       ([], {"workdir": ""}, "--workdir is empty (an unset shell variable?)"),

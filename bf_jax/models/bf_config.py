@@ -34,7 +34,8 @@ def layer_kwargs(bf_cfg, dim: int, local_batch: int, axis_name: str = "data",
 
   ``width_fields`` names the config fields that set ``dim``, for the error message.
   """
-  if bf_cfg.enabled and dim % bf_cfg.num_heads:  # the layer would name its own dim=...; name the config fields
+  # The layer would name its own dim=...; this names the config fields.
+  if bf_cfg.enabled and dim % bf_cfg.num_heads:
     divisors = [h for h in range(1, min(dim, 64) + 1) if dim % h == 0]
     raise ValueError(
         f"config.bf.num_heads={bf_cfg.num_heads} does not divide the backbone's feature width "

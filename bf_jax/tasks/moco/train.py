@@ -1,8 +1,9 @@
 """run(config, workdir): MoCo v3 (+ BatchFormer) self-supervised pre-training.
 
 The same loop as supervised training (logging, NaN guard, Orbax checkpoints, preemption), with
-a kNN monitor as its evaluation. The linear evaluation that follows is a classifier run on the frozen
-backbone: ``configs/moco_linear_eval.py`` with ``--config.init.from_workdir`` set to this run.
+a kNN monitor as its evaluation. The linear evaluation that follows is a classifier run on the
+frozen backbone: ``configs/moco_linear_eval.py`` with ``--config.init.from_workdir`` set to this
+run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MoCo v3 + BatchFormer: loss, EMA, LARS, the step, and pre-training -> linear evaluation end to end."""
+"""MoCo v3 + BatchFormer: loss, EMA, LARS, the step, and pre-training -> linear evaluation end to
+end."""
 
 import chex
 import jax
