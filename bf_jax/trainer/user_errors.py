@@ -118,8 +118,10 @@ def describe(exc: BaseException, workdir: str | None, argv: list[str] | None = N
             "command resumes from that checkpoint."), INTERRUPTED
   if isinstance(exc, FloatingPointError):
     return str(exc), FAULT
-  if isinstance(exc, (checkpointing.SaveFailed, checkpointing.NoReadableCheckpoint)):
-    return str(exc), FAULT if isinstance(exc, checkpointing.SaveFailed) else USAGE
+  if isinstance(exc, checkpointing.SaveFailed):  # training started: a fault, as a NaN is
+    return str(exc), FAULT
+  if isinstance(exc, checkpointing.NoReadableCheckpoint):
+    return str(exc), USAGE
   if isinstance(exc, OSError) and "Failed loading config file" in str(exc):
     missing = re.search(r"No such file or directory: '([^']+)'", str(exc))
     given = _config_flag(argv or [])
