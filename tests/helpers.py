@@ -33,7 +33,11 @@ def kill_9_and_resume(config_file: str, workdir: pathlib.Path, *overrides: str) 
   it was killed at (asserting that is before the end and that the rerun resumed)."""
   cmd = [sys.executable, "-m", "bf_jax.main", "--config", config_file, f"--workdir={workdir}",
          *overrides]
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  # One device, and otherwise the test process's XLA flags: with Eigen's threads on, the killed
+  # run's reductions would split differently from the straight run's in this process.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   ckpts = workdir / "checkpoints"

@@ -14,15 +14,20 @@ example counts exactly once.
 from __future__ import annotations
 
 import dataclasses
+import signal
 from typing import Any, Iterator
 
 import grain
 import numpy as np
 
-from bf_jax.data import augment, randaugment, views
+from bf_jax.data import augment, device_augment, jpeg, randaugment, views
 
 Batch = dict[str, np.ndarray]
 EVAL_RESIZES = ("center_crop", "squash")  # ImageNet-style central crop; DomainBed's Resize((S, S))
+# Augmentations whose host part ends at the uint8 crop; flip, jitter and normalization run on the
+# device (``Preprocess.finish``).
+FINISHED_ON_DEVICE = ("inception", "inception_jitter")
+JITTER = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +51,26 @@ class Preprocess:
       raise ValueError(f"eval_resize={self.eval_resize!r} is unknown; choose one of "
                        f"{EVAL_RESIZES}.")
 
+  @property
+  def finish(self) -> device_augment.Finish | None:
+    """What the device does to training batches after this (None: the host does it all)."""
+    if self.augmentation not in FINISHED_ON_DEVICE:
+      return None
+    return device_augment.Finish(self.mean, self.std, 255.0, flip=True,
+                                 jitter=JITTER if self.augmentation == "inception_jitter" else 0)
+
   def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
-    image = np.asarray(record["image"])
+    image = record["image"]
+    if isinstance(image, bytes):  # encoded (a JPEG folder, TFDS records read undecoded)
+      what = str(record.get("file", "of this record"))
+      if self.augmentation in FINISHED_ON_DEVICE and rng is not None:
+        return augment.random_resized_crop_encoded(image, what, rng, self.image_size,
+                                                   scale=(self.crop_min, 1.0))
+      if rng is None and self.image_size and self.eval_resize == "center_crop":
+        image = augment.resize_center_crop_encoded(image, what, self.image_size)
+        return augment.normalize(image, self.mean, self.std, 255.0)
+      image = jpeg.decode(image, what)
+    image = np.asarray(image)
     if image.ndim == 2:
       image = image[..., None]
     if rng is None:
@@ -75,11 +98,9 @@ class Preprocess:
           scale=(self.crop_min, 1.0)), rng)
       view = augment.normalize(randaugment.randaugment(view, rng), self.mean, self.std, 255.0)
       return randaugment.random_erasing(view, rng)
-    elif self.augmentation.startswith("inception"):
-      image = augment.flip(augment.random_resized_crop(image, rng, self.image_size,
-                                                       scale=(self.crop_min, 1.0)), rng)
-      if self.augmentation == "inception_jitter":
-        image = augment.color_jitter(image, rng)
+    elif self.augmentation in FINISHED_ON_DEVICE:  # uint8 crop; the rest on the device
+      return augment.random_resized_crop(self._to_uint8(image), rng, self.image_size,
+                                         scale=(self.crop_min, 1.0))
     return augment.normalize(image, self.mean, self.std, self.scale)
 
   def _to_uint8(self, image: np.ndarray) -> np.ndarray:
@@ -124,12 +145,16 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
                   num_classes: int, seed: int, start_step: int, process_index: int,
                   process_count: int, num_threads: int = 4, sampler: str = "instance",
                   labels: np.ndarray | None = None,
-                  index_batches: grain.MapDataset | None = None) -> Iterator[Batch]:
+                  index_batches: grain.MapDataset | None = None,
+                  workers: int = 0) -> Iterator[Batch]:
   """Endless iterator of this process's part of each global training batch, from start_step.
 
   ``labels`` (aligned with ``indices``) are needed by the class-balanced sampler only.
   ``index_batches`` (step -> the global batch's source indices) replaces the sampler, e.g. the
-  per-domain balanced batches of domain generalization.
+  per-domain balanced batches of domain generalization. ``workers`` > 0 loads batches in that
+  many worker processes (grain's multiprocessing; each with ``num_threads`` threads): batch s
+  is the same for any count, since worker w loads the batches s with s % workers == w and grain
+  returns them in order.
   """
   local = batch_size // process_count
   lo = process_index * local
@@ -147,9 +172,21 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
   if index_batches is None:
     index_batches = index_stream(indices, seed, sampler, labels).batch(batch_size)
   ds = index_batches.map_with_index(load)
-  ds = ds[start_step:]
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                   prefetch_buffer_size=2 * num_threads)))
+  ds = ds[start_step:].to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                         prefetch_buffer_size=2 * num_threads))
+  if workers:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults suit us)
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                        worker_init_fn=_worker_init)
+  return iter(ds)
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """A terminal's Ctrl-C reaches every process of its group: workers leave it to the trainer,
+  which saves a checkpoint and ends the run (and with it the workers)."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def eval_batches(source, batch_size: int, preprocess: Preprocess, num_classes: int,

@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
       augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter" | "two_view*"
       crop_min=0.08,  # smallest crop area fraction of the random resized crops
       sampler="instance",  # "instance" | "class_balanced" (decoupled classifier re-training)
+      workers=-1,  # host worker processes; -1: one per core but one for encoded images, else 0
       image_size=0,  # 0: the dataset's default (as stored; 224 for ImageNet-style sets)
       data_dir="", train_split="train", eval_split="test",
       val_split="",  # TFDS split for best-on-val model selection; "" for none

@@ -96,6 +96,7 @@ def validate(cfg, accepts: Accepts) -> None:
          f"use")
   check_int(cfg, "data.image_size", 0)
   check_choice(cfg, "data.sampler", SAMPLERS)
+  check_int(cfg, "data.workers", -1)
   check_choice(cfg, "model.name", BACKBONES)
   check_int(cfg, "model.width", 1)
   check_int(cfg, "model.depth", 1)

@@ -3,16 +3,23 @@
 Tasks name a source and its preprocessing; which rows this process reads (``jax.process_index``
 of ``jax.process_count``) is decided here, once, so no task passes process indices by hand.
 
-A training set held in memory with nothing random to draw per example (``data.augment='none'``,
-stored size; the embedded digits) and at most ``RESIDENT_MAX_BYTES`` once preprocessed lives on
-the devices: it is preprocessed once on the host, exactly as each batch would be, copied once,
-and each step sends only its batch's indices (the same index stream), so the batches are the
-same bits as the host pipeline's, for any device or process count and on resume.
+A training set held in memory at its stored size (``ArraySource``), with ``data.augment`` 'none'
+or 'crop_flip' and at most ``RESIDENT_MAX_BYTES`` per device, lives on the devices: copied once
+(uint8 images as uint8), after which each step sends only its batch's indices (the same index
+stream) and the devices gather the batch. Float images with nothing to draw (the embedded digits)
+are preprocessed once on the host exactly as each batch would be, so their batches are the same
+bits as the host pipeline's; the others are padded, cropped, flipped and normalized on the device
+(``device_augment``), keyed by (seed, step, position), for any device or process count and on
+resume.
+
+ImageNet-style augmentations end on the host at the uint8 crop (``Preprocess.finish``): the
+host sends uint8 and the device flips, jitters and normalizes, keyed the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterator, Sequence
 
 import grain
@@ -22,11 +29,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bf_jax import data
-from bf_jax.data import pipeline
+from bf_jax.data import device_augment, pipeline
 from bf_jax.data.sources import ArraySource, read_labels
 from bf_jax.trainer import sharding
 
-RESIDENT_MAX_BYTES = 256 * 2**20  # per device: the preprocessed float32 training set
+RESIDENT_MAX_BYTES = 256 * 2**20  # per device: the training set as stored (float as float32)
+MAX_AUTO_WORKERS = 32
 
 log = logging.getLogger("bf_jax")
 
@@ -47,22 +55,41 @@ def prepare(config, devices: Sequence[jax.Device] | None = None
 def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: pipeline.Preprocess,
                   num_classes: int, seed: int, start_step: int = 0,
                   mesh: jax.sharding.Mesh | None = None, **options) -> Iterator[dict]:
-  """Endless batches from ``start_step``: host batches (this process's rows), or with ``mesh``
-  and a training set that fits (``resident``) global batches already on the mesh. ``options``
-  go to ``pipeline.train_batches`` (sampler, labels, index_batches, num_threads)."""
+  """Endless batches from ``start_step``: with ``mesh``, global batches on the mesh (gathered
+  there when the training set is ``resident``); without, this process's rows as numpy.
+  ``options`` go to ``pipeline.train_batches`` (sampler, labels, index_batches, num_threads,
+  workers)."""
   if mesh is not None and resident(source, preprocess):
+    options.pop("workers", None)  # nothing per example for a worker to do
     return _resident_batches(source, indices, batch_size, preprocess, num_classes, seed,
                              start_step, mesh, **options)
-  return pipeline.train_batches(source, indices, batch_size, preprocess, num_classes, seed,
+  host = pipeline.train_batches(source, indices, batch_size, preprocess, num_classes, seed,
                                 start_step, jax.process_index(), jax.process_count(), **options)
+  if preprocess.finish is None:
+    return host
+  return _finished(host, preprocess.finish, batch_size, seed, start_step, mesh)
+
+
+def workers(requested: int, source) -> int:
+  """``data.workers``: N worker processes, or -1 for one per core but one when the records are
+  encoded images (decoding is the host's main cost), none otherwise (in-memory or decoded
+  records: starting processes would cost more than they save)."""
+  if requested >= 0:
+    return requested
+  if not isinstance(source[0]["image"], bytes):
+    return 0
+  return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1))
 
 
 def resident(source, preprocess: pipeline.Preprocess) -> bool:
-  """Whether a training set lives on the devices: in memory, nothing to draw per example, and
-  at most ``RESIDENT_MAX_BYTES`` as float32."""
-  if not isinstance(source, ArraySource) or preprocess.augmentation != "none":
+  """Whether a training set lives on the devices: in memory at its stored size, an
+  augmentation the device can draw, and at most ``RESIDENT_MAX_BYTES`` as stored."""
+  if not isinstance(source, ArraySource) or preprocess.image_size:
     return False
-  return not preprocess.image_size and source.images.size * 4 <= RESIDENT_MAX_BYTES
+  if preprocess.augmentation not in ("none", "crop_flip"):
+    return False
+  itemsize = 1 if source.images.dtype == np.uint8 else 4
+  return source.images.size * itemsize <= RESIDENT_MAX_BYTES
 
 
 def _resident_batches(source: ArraySource, indices: np.ndarray, batch_size: int,
@@ -70,8 +97,17 @@ def _resident_batches(source: ArraySource, indices: np.ndarray, batch_size: int,
                       start_step: int, mesh: jax.sharding.Mesh, sampler: str = "instance",
                       labels: np.ndarray | None = None, index_batches=None, num_threads: int = 4
                       ) -> Iterator[dict[str, jax.Array]]:
-  # Each example exactly as the host pipeline makes it: the same function, once.
-  images = np.stack([preprocess(source[i], None) for i in range(len(source))])
+  finish = None
+  if source.images.dtype != np.uint8 and preprocess.augmentation == "none":
+    # Each example exactly as the host pipeline makes it: the same function, once.
+    images = np.stack([preprocess(source[i], None) for i in range(len(source))])
+  else:  # as stored; the device does the rest
+    images = source.images if source.images.dtype == np.uint8 else source.images.astype(
+        np.float32)
+    images = images[..., None] if images.ndim == 3 else images
+    crop_flip = preprocess.augmentation == "crop_flip"
+    finish = device_augment.Finish(preprocess.mean, preprocess.std, preprocess.scale,
+                                   pad_crop=4 if crop_flip else 0, flip=crop_flip)
   labels_N = read_labels(source, num_classes, "the training set").astype(np.int32)
   images, labels_N = sharding.replicate((images, labels_N), mesh)
   if index_batches is None:
@@ -79,15 +115,56 @@ def _resident_batches(source: ArraySource, indices: np.ndarray, batch_size: int,
   rows = NamedSharding(mesh, P(sharding.AXIS))
   local = batch_size // jax.process_count()
   lo = jax.process_index() * local
-  gather = jax.jit(lambda x, y, i: {"image": x.at[i].get(out_sharding=rows),
-                                    "label": y.at[i].get(out_sharding=rows)})
+
+  finish_rows = _on_mesh(finish, mesh) if finish is not None else None
+
+  def take(x, y, i, step):
+    batch = x.at[i].get(out_sharding=rows)
+    if finish_rows is not None:
+      batch = finish_rows(batch, np.uint32(seed), step)
+    return {"image": batch, "label": y.at[i].get(out_sharding=rows)}
+
+  gather = jax.jit(take, out_shardings=rows)
   # Drawing the indices is the host's only work per step (grain's shuffle, element by element):
   # threads draw ahead, as the host pipeline's do.
   drawn = iter(index_batches[start_step:].to_iter_dataset(grain.ReadOptions(
       num_threads=num_threads, prefetch_buffer_size=2 * num_threads)))
-  for idx in drawn:
+  for step, idx in enumerate(drawn, start_step):
     local_idx = np.asarray(idx, np.int32)[lo:lo + local]
-    yield gather(images, labels_N, jax.make_array_from_process_local_data(rows, local_idx))
+    yield gather(images, labels_N, jax.make_array_from_process_local_data(rows, local_idx),
+                 np.int32(step))
+
+
+def _finished(host: Iterator[dict[str, np.ndarray]], finish: device_augment.Finish,
+              batch_size: int, seed: int, start_step: int, mesh: jax.sharding.Mesh | None
+              ) -> Iterator[dict]:
+  """Host batches of uint8 crops, finished on the device: on the mesh, or (no mesh) this
+  process's rows on its default device, back as numpy."""
+  seed_u32 = np.uint32(seed)
+  try:
+    if mesh is not None:
+      apply = jax.jit(_on_mesh(finish, mesh))
+      for step, batch in enumerate(host, start_step):
+        placed = sharding.put_batch(batch, mesh)
+        yield {**placed, "image": apply(placed["image"], seed_u32, np.int32(step))}
+    else:
+      apply = jax.jit(finish)
+      first = jax.process_index() * (batch_size // jax.process_count())
+      for step, batch in enumerate(host, start_step):
+        image = apply(batch["image"], seed_u32, np.int32(step), np.int32(first))
+        yield {**batch, "image": np.asarray(image)}
+  finally:  # closing this stream ends the host pipeline's workers
+    host.close()
+
+
+def _on_mesh(finish: device_augment.Finish, mesh: jax.sharding.Mesh):
+  """``finish`` on each device's rows of a global batch, each row keyed by its global position."""
+
+  def local(images, seed, step):
+    return finish(images, seed, step, jax.lax.axis_index(sharding.AXIS) * images.shape[0])
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(sharding.AXIS), P(), P()),
+                       out_specs=P(sharding.AXIS))
 
 
 def first_batches(stream: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:

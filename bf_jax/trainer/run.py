@@ -135,6 +135,7 @@ class Run:
                     ) -> Iterator[dict[str, np.ndarray]]:
     """The training stream from where this run resumes (``seed`` defaults to config.seed)."""
     seed = self.config.seed if seed is None else seed
+    options.setdefault("workers", feed.workers(self.config.data.workers, source))
     return feed.train_batches(source, indices, self.config.batch_size, preprocess, num_classes,
                               seed, self.start_step, self.mesh, **options)
 
@@ -161,8 +162,13 @@ class Run:
         self.prober.record(state, step, self.writer)
         return task_evaluate(state, step, selected)
 
-    self.state, self.step, selected = loop.run(self, batches, train_step, evaluate, schedule,
-                                               stop_at, on_step)
+    try:
+      self.state, self.step, selected = loop.run(self, batches, train_step, evaluate, schedule,
+                                                 stop_at, on_step)
+    finally:  # worker processes and threads end with the run, not at garbage collection
+      close = getattr(batches, "close", None)
+      if close is not None:
+        close()
     return self.state, self.step, selected
 
   @property
