@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from bf_jax.data import augment, device_augment, jpeg, randaugment, views
+from bf_jax.data import augment, device_augment, jpeg, randaugment, shuffle, views
 
 Batch = dict[str, np.ndarray]
 EVAL_RESIZES = ("center_crop", "squash")  # ImageNet-style central crop; DomainBed's Resize((S, S))
@@ -120,15 +120,16 @@ def _check_label(label: int, num_classes: int, where: str) -> int:
 SAMPLERS = ("instance", "class_balanced")
 
 
-def index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarray | None):
-  """Endless MapDataset of dataset indices: shuffled epochs, or class-balanced draws.
+def batch_indices(indices: np.ndarray, batch_size: int, seed: int, sampler: str,
+                  labels: np.ndarray | None) -> grain.MapDataset:
+  """Step -> the global batch's dataset indices, endless: shuffled epochs (grain's order,
+  computed an epoch at a time, ``shuffle.py``), or class-balanced draws.
 
   Class-balanced (the decoupled classifier-retraining stage): every draw picks a class uniformly,
   then one of its images, seeded by the draw's position in the stream.
   """
   if sampler == "instance":
-    return grain.MapDataset.range(len(indices)).shuffle(seed=seed).repeat().map(
-        lambda i: indices[i])
+    return shuffle.shuffled_batches(indices, seed, batch_size)
   if sampler != "class_balanced":
     raise ValueError(f"data.sampler={sampler!r} is unknown; choose one of {SAMPLERS}.")
   by_class = [indices[labels == c] for c in np.unique(labels)]
@@ -138,7 +139,7 @@ def index_stream(indices: np.ndarray, seed: int, sampler: str, labels: np.ndarra
     members = by_class[rng.integers(len(by_class))]
     return members[rng.integers(len(members))]
 
-  return grain.MapDataset.range(len(indices)).repeat().map_with_index(draw)
+  return grain.MapDataset.range(len(indices)).repeat().map_with_index(draw).batch(batch_size)
 
 
 def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
@@ -170,7 +171,7 @@ def train_batches(source, indices: np.ndarray, batch_size: int, preprocess: Prep
     return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
   if index_batches is None:
-    index_batches = index_stream(indices, seed, sampler, labels).batch(batch_size)
+    index_batches = batch_indices(indices, batch_size, seed, sampler, labels)
   ds = index_batches.map_with_index(load)
   ds = ds[start_step:].to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                          prefetch_buffer_size=2 * num_threads))

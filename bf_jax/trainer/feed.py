@@ -111,7 +111,7 @@ def _resident_batches(source: ArraySource, indices: np.ndarray, batch_size: int,
   labels_N = read_labels(source, num_classes, "the training set").astype(np.int32)
   images, labels_N = sharding.replicate((images, labels_N), mesh)
   if index_batches is None:
-    index_batches = pipeline.index_stream(indices, seed, sampler, labels).batch(batch_size)
+    index_batches = pipeline.batch_indices(indices, batch_size, seed, sampler, labels)
   rows = NamedSharding(mesh, P(sharding.AXIS))
   local = batch_size // jax.process_count()
   lo = jax.process_index() * local

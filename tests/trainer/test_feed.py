@@ -71,8 +71,7 @@ def test_uint8_sets_are_padded_cropped_and_flipped_on_the_device_the_same_on_any
   resumed = next(feed.train_batches(*args, 3, mesh=sharding.make_mesh(jax.devices()[:4])))
   np.testing.assert_array_equal(np.asarray(resumed["image"]), first[3]["image"])
   # Each row is its source image, zero-padded by 4, cropped back and perhaps flipped.
-  indices = next(iter(pipeline.index_stream(np.arange(len(src)), 5, "instance", None)
-                      .batch(16)))
+  indices = pipeline.batch_indices(np.arange(len(src)), 16, 5, "instance", None)[0]
   raw = (first[0]["image"] * 0.25 + 0.5) * 255.0
   flips = 0
   for row, i in zip(raw, indices):
