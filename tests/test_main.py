@@ -65,3 +65,38 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
   assert "Traceback" not in out
   saved = _saved_steps(tmp_path)
   assert len(saved) == 1 and f"interrupted: saved step {saved[0]}; rerun the same command" in out
+
+
+# A host pipeline in worker processes: the digits cropped on the host (inception at 8x8), so
+# they do not live on the devices.
+WORKERS = ("--config.data.workers=2", "--config.data.augment=inception",
+           "--config.data.image_size=8")
+
+
+def test_ctrl_c_to_the_whole_terminal_group_with_workers_on_saves_and_exits_130(tmp_path):
+  """A terminal's Ctrl-C reaches every process of its group, the worker processes too: they
+  leave it to the trainer, which saves and exits 130 with no traceback."""
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py",
+         f"--workdir={tmp_path}", "--config.total_steps=100000", "--config.log_every_steps=10",
+         "--config.eval_every_steps=0", "--config.ckpt.every_steps=0", *WORKERS]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  _wait_for_a_logged_step(proc, tmp_path)
+  import psutil
+  assert len(psutil.Process(proc.pid).children()) >= 2  # the workers run
+  os.killpg(proc.pid, signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out
+  assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+  saved = _saved_steps(tmp_path)
+  assert len(saved) == 1 and f"interrupted: saved step {saved[0]}" in out
+
+
+def test_sigterm_with_workers_on_saves_and_exits_zero(tmp_path):
+  proc = _launch(tmp_path, *WORKERS)
+  _wait_for_a_logged_step(proc, tmp_path)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "preempted: saved step" in out and "Traceback" not in out, out
