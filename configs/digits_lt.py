@@ -31,10 +31,12 @@ def get_config(arg: str | None = None):
   c.batch_size, c.eval_batch_size = 64, 128
   c.total_steps, c.eval_every_steps, c.log_every_steps = 600, 200, 100
   c.ckpt.every_steps = 0  # runs take seconds: a checkpoint at the end is enough
+  c.steps_per_dispatch = 10  # a step takes about a millisecond: scan 10 per dispatch
   c.optim.update(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                  warmup_steps=20)
   if arg.smoke:
     c.total_steps, c.eval_every_steps, c.log_every_steps = 30, 15, 5
+    c.steps_per_dispatch = 1
     c.ckpt.every_steps = 10
     c.optim.warmup_steps = 2
   return c

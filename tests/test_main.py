@@ -18,7 +18,7 @@ def _launch(workdir, *overrides):
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py",
          f"--workdir={workdir}", "--config.total_steps=100000", "--config.log_every_steps=10",
-         "--config.eval_every_steps=0", *overrides]
+         "--config.eval_every_steps=0", "--config.steps_per_dispatch=1", *overrides]
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
@@ -79,7 +79,8 @@ def test_ctrl_c_to_the_whole_terminal_group_with_workers_on_saves_and_exits_130(
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
   cmd = [sys.executable, "-m", "bf_jax.main", "--config", "configs/digits_lt.py",
          f"--workdir={tmp_path}", "--config.total_steps=100000", "--config.log_every_steps=10",
-         "--config.eval_every_steps=0", "--config.ckpt.every_steps=0", *WORKERS]
+         "--config.eval_every_steps=0", "--config.ckpt.every_steps=0",
+         "--config.steps_per_dispatch=1", *WORKERS]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
   _wait_for_a_logged_step(proc, tmp_path)

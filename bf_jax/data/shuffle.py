@@ -11,6 +11,7 @@ call per element; for a small set most of the 2^16 block is walked (87 us an ele
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -52,18 +53,36 @@ def block_bits(max_index: int) -> int:
 
 
 def _encrypt(x: np.ndarray, keys: list[int], word: int) -> np.ndarray:
-  mask = np.uint64((1 << word) - 1)
-  rot = lambda v, r: ((v << np.uint64(r % word)) | (v >> np.uint64(word - r % word))) & mask
+  dtype = x.dtype.type
+  mask = dtype((1 << word) - 1)
+  rot = lambda v, r: ((v << dtype(r % word)) | (v >> dtype(word - r % word))) & mask
   f = lambda v: (rot(v, 1) & rot(v, 8)) ^ rot(v, 2)
-  left, right = (x >> np.uint64(word)) & mask, x & mask
+  left, right = (x >> dtype(word)) & mask, x & mask
   for i in range(0, len(keys), 2):
-    left = left ^ f(right) ^ np.uint64(keys[i] & int(mask))
-    right = right ^ f(left) ^ np.uint64(keys[i + 1] & int(mask))
-  return (left << np.uint64(word)) | right
+    left = left ^ f(right) ^ dtype(keys[i] & int(mask))
+    right = right ^ f(left) ^ dtype(keys[i + 1] & int(mask))
+  return (left << dtype(word)) | right
 
 
 def epoch_permutation(n: int, seed: int) -> np.ndarray:
-  """[index_shuffle(r, n - 1, seed, 4) for r in range(n)], vectorized."""
+  """[index_shuffle(r, n - 1, seed, 4) for r in range(n)], vectorized. Small sets' epochs are
+  kept (read-only): paired runs in one process (the demo's two arms) draw the same ones."""
+  if n <= _KEEP_BELOW:
+    return _kept_permutation(n, seed % 2**32)
+  return _permutation(n, seed)
+
+
+_KEEP_BELOW = 16384  # at most 128 KiB an epoch, 512 epochs kept
+
+
+@functools.lru_cache(maxsize=512)
+def _kept_permutation(n: int, seed: int) -> np.ndarray:
+  perm = _permutation(n, seed)
+  perm.flags.writeable = False
+  return perm
+
+
+def _permutation(n: int, seed: int) -> np.ndarray:
   if n == 1:
     return np.zeros(1, np.int64)
   keys, bits = round_keys(seed % 2**32), block_bits(n - 1)
@@ -78,13 +97,11 @@ def epoch_permutation(n: int, seed: int) -> np.ndarray:
   # A small set in a large block: encrypt the whole block once, then let every entry jump to
   # where its pointer points until it lands at most n - 1 (pointer doubling: log2 of the
   # longest walk passes). Entries on cycles with no such value never land; none is asked for.
-  jump = _encrypt(np.arange(2**bits, dtype=np.uint64), keys, bits // 2)
-  while True:
-    away = jump[:n] > last
-    if not away.any():
-      return jump[:n].astype(np.int64)
-    far = jump > last
-    jump[far] = jump[jump[far]]
+  jump = _encrypt(np.arange(2**bits, dtype=np.uint32 if bits <= 32 else np.uint64), keys,
+                  bits // 2)
+  while (jump[:n] > last).any():
+    jump = np.where(jump > last, jump[jump], jump)
+  return jump[:n].astype(np.int64)
 
 
 class _EpochBatches:

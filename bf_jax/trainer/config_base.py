@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_steps = 1000
   c.eval_every_steps = 500  # 0: only at the end
   c.log_every_steps = 50
+  # Train steps per dispatch to the devices (a lax.scan over that many batches): fewer round
+  # trips for small steps. Must divide total_steps and the log, eval and checkpoint intervals.
+  c.steps_per_dispatch = 1
   c.ckpt = ml_collections.ConfigDict(dict(every_steps=500, keep=2))  # every_steps 0: end only
   # Fields a restart may change against the workdir's config.json, comma-separated, e.g.
   # "total_steps,eval_every_steps" (trainer/run_record.py); any other difference stops the run.

@@ -78,6 +78,11 @@ def validate(cfg, accepts: Accepts) -> None:
   check_int(cfg, "eval_every_steps", 0)
   check_int(cfg, "log_every_steps", 1)
   check_int(cfg, "ckpt.every_steps", 0)
+  check_int(cfg, "steps_per_dispatch", 1)
+  for name in ("total_steps", "log_every_steps", "eval_every_steps", "ckpt.every_steps"):
+    if get(cfg, name) % cfg.steps_per_dispatch:
+      fail("steps_per_dispatch", cfg.steps_per_dispatch, f"must divide {name}={get(cfg, name)} "
+           f"(the loop logs, evaluates and saves between dispatches)")
   check_int(cfg, "ckpt.keep", 1)
   _resume_changes(cfg)
   check_choice(cfg, "data.name", accepts.datasets)

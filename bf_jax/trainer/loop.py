@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from bf_jax.trainer import checkpointing, sharding, writers
+from bf_jax.trainer import checkpointing, dispatch, writers
 
 log = logging.getLogger("bf_jax")
 
@@ -127,7 +127,16 @@ def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedu
   (e.g. a weight average taken over every step).
   """
   config, mesh, state, ckpt, writer = run.config, run.mesh, run.state, run.ckpt, run.writer
-  start_step = run.start_step
+  start_step, k = run.start_step, config.steps_per_dispatch
+  if k > 1:
+    if on_step is not None:
+      raise ValueError(f"config.steps_per_dispatch={k}: this task looks at the state after "
+                       f"every step; set --config.steps_per_dispatch=1.")
+    if start_step % k:
+      raise ValueError(f"the run resumes at step {start_step}, not a multiple of "
+                       f"config.steps_per_dispatch={k}; resume with a value that divides it "
+                       f"(--config.steps_per_dispatch=1 always does).")
+    train_step = dispatch.scanned(train_step, k)
   progress = writers.Progress(config.total_steps, config.batch_size, start_step)
   guard = _FiniteGuard(config.optim.skip_nonfinite, ckpt)
   window, checked = [], 0  # this log window's step metrics; how many the guard has seen
@@ -136,19 +145,20 @@ def run(run, batches: Iterator, train_step: Callable, evaluate: Callable, schedu
     while step < config.total_steps:
       ckpt.check_saved()  # an async save that failed stops the run here
       waiting = time.perf_counter()  # the host pipeline and the copy to the devices
-      batch = sharding.put_batch(next(batches), mesh)
+      batch = dispatch.next_batches(batches, k, mesh)
       progress.waited(time.perf_counter() - waiting)
       state, step_metrics = train_step(state, batch, np.int32(step))
       window.append(step_metrics)
-      step += 1
+      step += k
       if on_step is not None:
         on_step(state)
       final = step == config.total_steps
-      # Every process asks every step: agreeing on the step to save is a collective.
-      preempted = ckpt.reached_preemption(step) or signals.requested or step == stop_at
+      # Every process asks every dispatch: agreeing on the step to save is a collective.
+      preempted = ckpt.reached_preemption(step) or signals.requested or (
+          stop_at is not None and step >= stop_at)
       save = ckpt.due(step, final) or preempted
       if save or step % config.log_every_steps == 0 or final:
-        window = jax.device_get(window)  # waits for the step; only at log and save steps
+        window = dispatch.per_step(jax.device_get(window), k)  # waits; only at log and save
         guard.check(window[checked:], step - len(window) + checked)
         checked = len(window)
       if step % config.log_every_steps == 0 or final:

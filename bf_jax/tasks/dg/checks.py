@@ -33,6 +33,9 @@ def validate(cfg) -> None:
   if cfg.dg.holdout_fraction >= 1.0:
     fail("dg.holdout_fraction", cfg.dg.holdout_fraction, "must be below 1")
   check_int(cfg, "dg.batch_per_domain", 1)
+  if cfg.dg.algorithm == "swad" and cfg.steps_per_dispatch != 1:
+    fail("steps_per_dispatch", cfg.steps_per_dispatch, "must be 1 with dg.algorithm='swad' "
+         "(SWAD averages the weights after every step)")
   need = cfg.dg.batch_per_domain * (len(domains) - 1)
   if cfg.batch_size != need:
     fail("batch_size", cfg.batch_size, f"must be dg.batch_per_domain x training domains = "
