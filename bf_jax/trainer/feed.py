@@ -37,6 +37,7 @@ from bf_jax.trainer import sharding
 
 RESIDENT_MAX_BYTES = 256 * 2**20  # per device: the training set as stored (float as float32)
 MAX_AUTO_WORKERS = 32
+DRAW_AHEAD = 32  # dispatches whose indices a device-resident set draws ahead
 
 log = logging.getLogger("bf_jax")
 
@@ -152,10 +153,11 @@ class Resident:
     return np.asarray(self.index_batches[step], np.int32)[self.lo:self.lo + self.local]
 
   def take(self, k: int) -> dict[str, jax.Array]:
-    # One thread draws the next dispatch's indices while this one's steps run.
+    # One thread draws the next dispatches' indices (while the first compiles, then while
+    # steps run): for a small set most of an epoch's draw is grain's cipher walking its block.
     ahead = {s: self._ahead.pop(s, None) for s in range(self.step, self.step + k)}
     idx = np.stack([f.result() if f is not None else self._indices(s) for s, f in ahead.items()])
-    for s in range(self.step + k, self.step + 2 * k):
+    for s in range(self.step + k, self.step + (1 + DRAW_AHEAD) * k):
       if s not in self._ahead:
         self._ahead[s] = self._pool.submit(self._indices, s)
     rows = NamedSharding(self.mesh, P(None, sharding.AXIS))
