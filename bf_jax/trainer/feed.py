@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import weakref
 from typing import Iterator, Sequence
 
 import grain
@@ -218,7 +219,31 @@ def first_batches(stream: Iterator[dict[str, np.ndarray]], n: int) -> list[dict[
 
 def eval_batches(source, batch_size: int, preprocess: pipeline.Preprocess, num_classes: int,
                  mesh: jax.sharding.Mesh) -> Iterator[dict[str, jax.Array]]:
-  """Every example of ``source`` once, as global batches on ``mesh`` (``mask`` 0: padding)."""
-  for batch in pipeline.eval_batches(source, batch_size, preprocess, num_classes,
-                                     jax.process_index(), jax.process_count()):
-    yield sharding.put_batch(batch, mesh)
+  """Every example of ``source`` once, as global batches on ``mesh`` (``mask`` 0: padding).
+
+  An in-memory eval set within ``RESIDENT_MAX_BYTES`` (as float32) is prepared once, by the
+  host pipeline's own function, and kept on the devices: every later evaluation only slices it.
+  """
+  if not isinstance(source, ArraySource) or source.images.size * 4 > RESIDENT_MAX_BYTES:
+    for batch in _host_eval_batches(source, batch_size, preprocess, num_classes):
+      yield sharding.put_batch(batch, mesh)
+    return
+  key = (batch_size, preprocess, num_classes, mesh)
+  kept = _EVAL_SETS.setdefault(source, {})
+  if key not in kept:
+    batches = list(_host_eval_batches(source, batch_size, preprocess, num_classes))
+    stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    rows = NamedSharding(mesh, P(None, sharding.AXIS))
+    kept[key] = {k: jax.make_array_from_process_local_data(rows, v) for k, v in stacked.items()}
+  arrays = kept[key]
+  for b in range(next(iter(arrays.values())).shape[0]):
+    yield {k: v[b] for k, v in arrays.items()}
+
+
+_EVAL_SETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # source -> kept batches
+
+
+def _host_eval_batches(source, batch_size: int, preprocess: pipeline.Preprocess,
+                       num_classes: int) -> Iterator[dict[str, np.ndarray]]:
+  return pipeline.eval_batches(source, batch_size, preprocess, num_classes,
+                               jax.process_index(), jax.process_count())

@@ -98,3 +98,23 @@ def test_the_probe_stream_without_a_mesh_finishes_rows_as_the_mesh_does(tmp_path
   on_host = next(feed.train_batches(*args))
   assert on_mesh["image"].dtype == np.float32 and isinstance(on_host["image"], np.ndarray)
   np.testing.assert_allclose(np.asarray(on_mesh["image"]), on_host["image"], atol=1e-5)
+
+
+@pytest.mark.parametrize("n_devices", [8, 2])
+def test_an_in_memory_eval_set_is_kept_on_the_devices_with_the_hosts_batches(n_devices,
+                                                                           monkeypatch):
+  ds = _digits()
+  mesh = sharding.make_mesh(jax.devices()[:n_devices])
+  host = [sharding.put_batch(b, mesh) for b in pipeline.eval_batches(
+      ds.eval_source, 64, ds.preprocess, 10, 0, 1)]
+  first = list(feed.eval_batches(ds.eval_source, 64, ds.preprocess, 10, mesh))
+  calls = []
+  monkeypatch.setattr(pipeline, "eval_batches", lambda *a: calls.append(a) or iter(()))
+  again = list(feed.eval_batches(ds.eval_source, 64, ds.preprocess, 10, mesh))
+  assert not calls  # prepared once: the second evaluation only slices what the devices hold
+  assert len(first) == len(again) == len(host) == 8  # 500 examples, 64 a batch
+  for want, got, kept in zip(host, first, again):
+    for key in ("image", "label", "mask"):
+      np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
+      np.testing.assert_array_equal(np.asarray(kept[key]), np.asarray(want[key]))
+      assert got[key].sharding.is_equivalent_to(want[key].sharding, want[key].ndim)
