@@ -61,11 +61,12 @@ def test_eval_counts_every_example_once_over_processes(processes):
   assert sorted(seen) == list(range(23))
 
 
-def test_train_batches_do_not_depend_on_process_count_and_resume_by_step():
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_train_batches_do_not_depend_on_process_count_and_resume_by_step(workers):
   src = _source(30, (6, 6, 1))
   prep = pipeline.Preprocess((0.0,), (1.0,), 1.0, augmentation="crop_flip")
   kw = dict(source=src, indices=np.arange(30), batch_size=8, preprocess=prep, num_classes=3,
-            seed=5)
+            seed=5, workers=workers)
   whole = pipeline.train_batches(**kw, start_step=0, process_index=0, process_count=1)
   first = [next(whole) for _ in range(6)]  # crosses an epoch boundary (30 / 8)
   halves = [pipeline.train_batches(**kw, start_step=0, process_index=p, process_count=2)
