@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from bf_jax.data import long_tail, split_files
+from bf_jax.data import long_tail, sources, split_files
 from bf_jax.data.digits import load_digits_lt
 from bf_jax.data.pipeline import Preprocess
 from bf_jax.data.sources import read_labels, tfds_source
@@ -112,6 +112,11 @@ def load(data_cfg) -> Data:
       counts = long_tail.class_counts(info.num_classes, data_cfg.n_max or info.n_max,
                                       data_cfg.imbalance, data_cfg.profile)
       indices = long_tail.long_tail_indices(labels, counts, data_cfg.split_seed)
+    if not image_size:  # small images at stored size (CIFAR): read once into memory
+      in_memory = sources.in_memory(train, indices)
+      if in_memory is not None:  # position i of the new source is example indices[i]
+        train, indices, labels = in_memory, np.arange(len(indices)), in_memory.labels
+      test = sources.in_memory(test, np.arange(len(test))) or test
   counts = np.bincount(labels[indices], minlength=info.num_classes)
   image_shape = preprocess(train[int(indices[0])], None).shape
   if image_size:

@@ -7,6 +7,9 @@ from typing import Any
 import numpy as np
 
 
+IN_MEMORY_MAX_BYTES = 256 * 2**20  # a set read into memory (and kept on each device): uint8 bytes
+
+
 class ArraySource:
   """A random-access source over in-memory arrays; records are ``{'image', 'label'}`` dicts."""
 
@@ -56,3 +59,21 @@ def read_labels(source, num_classes: int, what: str) -> np.ndarray:
                      f"[0, {num_classes}) ({len(bad)} such examples); set data.num_classes to "
                      f"the dataset's class count or fix the labels.")
   return labels
+
+
+def in_memory(source, indices: np.ndarray) -> ArraySource | None:
+  """The records ``indices`` of a source of uint8 images of one shape, read once into an
+  ``ArraySource`` (position i holds example ``indices[i]``), or None when they are not such
+  images or would take more than ``IN_MEMORY_MAX_BYTES``."""
+  first = np.asarray(source[int(indices[0])]["image"])
+  if first.dtype != np.uint8 or first.nbytes * len(indices) > IN_MEMORY_MAX_BYTES:
+    return None
+  images = np.empty((len(indices), *first.shape), np.uint8)
+  labels = np.empty(len(indices), np.int64)
+  for row, i in enumerate(indices):
+    record = source[int(i)]
+    image = np.asarray(record["image"])
+    if image.shape != first.shape:
+      return None  # images of several sizes stay where they are
+    images[row], labels[row] = image, int(record["label"])
+  return ArraySource(images, labels)

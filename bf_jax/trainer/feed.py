@@ -33,10 +33,10 @@ from jax.sharding import PartitionSpec as P
 
 from bf_jax import data
 from bf_jax.data import device_augment, pipeline
-from bf_jax.data.sources import ArraySource, read_labels
+from bf_jax.data.sources import IN_MEMORY_MAX_BYTES, ArraySource, read_labels
 from bf_jax.trainer import sharding
 
-RESIDENT_MAX_BYTES = 256 * 2**20  # per device: the training set as stored (float as float32)
+RESIDENT_MAX_BYTES = IN_MEMORY_MAX_BYTES  # per device: the set as stored (float as float32)
 MAX_AUTO_WORKERS = 32
 DRAW_AHEAD = 32  # dispatches whose indices a device-resident set draws ahead
 

@@ -81,3 +81,20 @@ def test_train_batches_do_not_depend_on_process_count_and_resume_by_step(workers
                                  start_step=0, process_index=0, process_count=1)
   ids = np.concatenate([next(plain)["image"][:, 0, 0, 0] for _ in range(4)]).astype(int)
   assert sorted(ids[:30].tolist()) == list(range(30))
+
+
+def test_small_uint8_sets_are_read_into_memory_in_the_order_asked(monkeypatch):
+  from bf_jax.data import sources
+
+  rng = np.random.default_rng(0)
+  records = [{"image": rng.integers(0, 256, (4, 4, 3), np.uint8), "label": np.int64(i % 3)}
+             for i in range(10)]
+  kept = sources.in_memory(records, np.array([7, 2, 5]))
+  np.testing.assert_array_equal(kept.images, [records[i]["image"] for i in (7, 2, 5)])
+  assert kept.labels.tolist() == [1, 2, 2]
+  mixed = records + [{"image": np.zeros((5, 4, 3), np.uint8), "label": 0}]
+  assert sources.in_memory(mixed, np.arange(11)) is None  # several sizes: left as it is
+  floats = [{"image": np.zeros((4, 4, 3), np.float32), "label": 0}]
+  assert sources.in_memory(floats, np.arange(1)) is None
+  monkeypatch.setattr(sources, "IN_MEMORY_MAX_BYTES", 2 * 48)
+  assert sources.in_memory(records, np.arange(3)) is None  # 3 x 48 bytes: over the bound
