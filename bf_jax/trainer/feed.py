@@ -101,6 +101,7 @@ def _resident_batches(source: ArraySource, indices: np.ndarray, batch_size: int,
                       start_step: int, mesh: jax.sharding.Mesh, sampler: str = "instance",
                       labels: np.ndarray | None = None, index_batches=None, num_threads: int = 4
                       ) -> Resident:
+  del num_threads  # the indices are drawn on a thread of the set's own
   finish = None
   if source.images.dtype != np.uint8 and preprocess.augmentation == "none":
     # Each example exactly as the host pipeline makes it: the same function, once.
