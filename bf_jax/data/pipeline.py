@@ -62,7 +62,7 @@ class Preprocess:
   def __call__(self, record: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray:
     image = record["image"]
     if isinstance(image, bytes):  # encoded (a JPEG folder, TFDS records read undecoded)
-      what = str(record.get("file", "of this record"))
+      what = _name(record)
       if self.augmentation in FINISHED_ON_DEVICE and rng is not None:
         return augment.random_resized_crop_encoded(image, what, rng, self.image_size,
                                                    scale=(self.crop_min, 1.0))
@@ -108,6 +108,15 @@ class Preprocess:
     if self.scale == 255.0:
       return image
     return np.round(np.asarray(image, np.float32) * (255.0 / self.scale)).astype(np.uint8)
+
+
+def _name(record: dict[str, Any]) -> str:
+  """The file a record came from, for messages (a folder's path, TFDS's file name)."""
+  for key in ("file", "file_name", "filename"):
+    if key in record:
+      name = record[key]
+      return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+  return "of this record"
 
 
 def _check_label(label: int, num_classes: int, where: str) -> int:

@@ -87,6 +87,9 @@ def test_a_corrupt_or_truncated_jpeg_names_its_file(tmp_path):
   (root / "c0" / "000.jpg").write_bytes(b"\xff\xd8 not a jpeg")
   with pytest.raises(ValueError, match=r"c0/000\.jpg"):
     prep(ImageFolderSource(root)[0], None)
+  tfds_record = {"image": b"\xff\xd8 cut", "label": 0, "file_name": b"n0144_0001.JPEG"}
+  with pytest.raises(ValueError, match=r"cannot decode image n0144_0001\.JPEG"):
+    prep(tfds_record, np.random.default_rng(0))  # TFDS records read undecoded name their file
 
 
 def _batches(src, workers, start_step=0, num_threads=2):
