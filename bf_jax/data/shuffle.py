@@ -15,6 +15,7 @@ import functools
 import math
 import sys
 import threading
+
 import grain
 import numpy as np
 
