@@ -1,4 +1,5 @@
-"""Datasets by name: the embedded digits, CIFAR-LT, and the split-file / TFDS long-tail sets."""
+"""Datasets by name: the embedded digits, Fashion-MNIST-LT, CIFAR-LT, and the split-file / TFDS
+long-tail sets."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from bf_jax.data import long_tail, sources, split_files
+from bf_jax.data import fashion_mnist, long_tail, sources, split_files
 from bf_jax.data.digits import load_digits_lt
 from bf_jax.data.pipeline import Preprocess
 from bf_jax.data.sources import read_labels, tfds_source
@@ -29,6 +30,8 @@ class DatasetInfo:
 
 DATASETS = {
     "digits": DatasetInfo(None, 10, (0.3053,), (0.3760,), scale=1.0),  # stats of all 1,797
+    # IDX files (data/fashion_mnist.py); stats of the 60,000 training images.
+    "fashion_mnist": DatasetInfo(None, 10, (0.2860,), (0.3530,), n_max=6000),
     "cifar10": DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                            n_max=5000),
     "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
@@ -93,7 +96,11 @@ def load(data_cfg) -> Data:
   preprocess = Preprocess(info.mean, info.std, info.scale, data_cfg.augment, image_size,
                           data_cfg.crop_min)
   val = None
-  if info.tfds_name is None:
+  if data_cfg.name == "fashion_mnist":
+    train, test, _ = fashion_mnist.load_lt(data_cfg.data_dir, data_cfg.imbalance,
+                                           data_cfg.split_seed, data_cfg.profile)
+    indices, labels = np.arange(len(train)), train.labels
+  elif info.tfds_name is None:
     train, test, _ = load_digits_lt(data_cfg.imbalance, split_seed=data_cfg.split_seed,
                                     profile=data_cfg.profile)
     indices, labels = np.arange(len(train)), train.labels

@@ -1,0 +1,77 @@
+"""Fashion-MNIST (70,000 real 28x28 grayscale photos of clothing, 10 classes) from its four
+standard IDX files, long-tailed like CIFAR-LT.
+
+The files are read from ``data.data_dir``, by default Debian's ``dataset-fashion-mnist``
+package's folder. Class i keeps ``int(6000 * imbalance^(-i/9))`` of its training images (for
+imbalance 100: 6000 down to 60, 14,886 in all), which images a choice fixed by ``split_seed``;
+the test set is the standard 10,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pathlib
+import struct
+
+import numpy as np
+
+from bf_jax.data import long_tail
+from bf_jax.data.sources import ArraySource
+
+NUM_CLASSES, PER_CLASS = 10, 6000
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | pathlib.Path) -> np.ndarray:
+  """The array an IDX file holds (gzip-compressed when its name ends in .gz)."""
+  path = pathlib.Path(path)
+  with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES:
+    raise ValueError(f"{path} is not an IDX file (it should start with two zero bytes and a "
+                     f"type code); download it again.")
+  ndim = data[3]
+  shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+  dtype = np.dtype(_IDX_TYPES[data[2]])
+  need = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+  if len(data) != need:
+    raise ValueError(f"{path} holds {len(data)} bytes but its header says {need} "
+                     f"({'x'.join(map(str, shape))}); the file is cut short or damaged: download "
+                     f"it again.")
+  return np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(folder: pathlib.Path, stem: str) -> pathlib.Path:
+  for name in (f"{stem}.gz", stem):
+    if (folder / name).is_file():
+      return folder / name
+  raise FileNotFoundError(
+      f"{folder} has no {stem}[.gz]. Fashion-MNIST's four files "
+      f"({', '.join(n + '.gz' for pair in FILES.values() for n in pair)}) come with Debian's "
+      f"package (apt-get install dataset-fashion-mnist, into {DEBIAN_DIR}) or from the dataset's "
+      f"repository (zalandoresearch/fashion-mnist on GitHub); put them in one folder and set "
+      f"--config.data.data_dir to it.")
+
+
+def read_split(folder: str | pathlib.Path, split: str) -> ArraySource:
+  """``split`` ('train' or 'test') as uint8 images [N, 28, 28, 1] and labels."""
+  folder = pathlib.Path(folder or DEBIAN_DIR).expanduser()
+  images_file, labels_file = (_find(folder, stem) for stem in FILES[split])
+  images, labels = read_idx(images_file), read_idx(labels_file)
+  if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
+    raise ValueError(f"{images_file} ({images.dtype} {images.shape}) and {labels_file} "
+                     f"({labels.shape}) are not an image and label file of one split.")
+  return ArraySource(images[..., None], labels.astype(np.int64))
+
+
+def load_lt(data_dir: str, imbalance: float, split_seed: int = 0, profile: str = "exp"
+            ) -> tuple[ArraySource, ArraySource, list[int]]:
+  """(long-tailed train, the standard test set, train class counts)."""
+  train, test = read_split(data_dir, "train"), read_split(data_dir, "test")
+  counts = long_tail.class_counts(NUM_CLASSES, PER_CLASS, imbalance, profile)
+  keep = long_tail.long_tail_indices(train.labels, counts, split_seed)
+  return ArraySource(train.images[keep], train.labels[keep]), test, counts
