@@ -133,7 +133,7 @@ def decode_rates(images: str, count: int = 200, size: int = 224) -> dict[str, fl
 
   def scaled(data: bytes):
     h, w = jpeg.size(data, "bench")
-    return jpeg.decode_region(data, "bench", augment.crop_box(h, w, rng), (size, size))
+    return jpeg.decode_region(data, "bench", augment.crop_box(h, w, rng), (size, size), (h, w))
 
   return {"decode_full": round(rate(lambda d: jpeg.decode(d, "bench")), 1),
           "decode_crop_scaled": round(rate(scaled), 1),

@@ -123,7 +123,8 @@ def load(data_cfg) -> Data:
       in_memory = sources.in_memory(train, indices)
       if in_memory is not None:  # position i of the new source is example indices[i]
         train, indices, labels = in_memory, np.arange(len(indices)), in_memory.labels
-      test = sources.in_memory(test, np.arange(len(test))) or test
+      test_in_memory = sources.in_memory(test, np.arange(len(test)))
+      test = test if test_in_memory is None else test_in_memory
   counts = np.bincount(labels[indices], minlength=info.num_classes)
   image_shape = preprocess(train[int(indices[0])], None).shape
   if image_size:

@@ -73,7 +73,7 @@ def random_resized_crop_encoded(data: bytes, what: str, rng: np.random.Generator
   """``random_resized_crop`` of an encoded image (the same draws), decoding only as much
   resolution as the crop needs at ``size`` (``jpeg.decode_region``)."""
   h, w = jpeg.size(data, what)
-  image, box = jpeg.decode_region(data, what, crop_box(h, w, rng, scale), (size, size))
+  image, box = jpeg.decode_region(data, what, crop_box(h, w, rng, scale), (size, size), (h, w))
   return _resize(image, box, (size, size))
 
 
@@ -86,7 +86,7 @@ def center_crop_box(h: int, w: int, crop_fraction: float = 0.875) -> tuple[int, 
 def resize_center_crop_encoded(data: bytes, what: str, size: int) -> np.ndarray:
   """``resize_center_crop`` of an encoded image, decoded at the scale the crop needs."""
   h, w = jpeg.size(data, what)
-  image, box = jpeg.decode_region(data, what, center_crop_box(h, w), (size, size))
+  image, box = jpeg.decode_region(data, what, center_crop_box(h, w), (size, size), (h, w))
   return _resize(image, box, (size, size))
 
 

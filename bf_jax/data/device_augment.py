@@ -10,6 +10,7 @@ two never give the same bits: a config's augmentation runs on one side only.
 from __future__ import annotations
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 

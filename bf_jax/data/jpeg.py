@@ -55,12 +55,13 @@ def decode(data: bytes, what: str, min_hw: tuple[int, int] = (0, 0)) -> np.ndarr
     raise _fail(what, e) from e
 
 
-def decode_region(data: bytes, what: str, box: tuple[int, int, int, int], out_hw: tuple[int, int]
+def decode_region(data: bytes, what: str, box: tuple[int, int, int, int], out_hw: tuple[int, int],
+                  hw: tuple[int, int] | None = None
                   ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
   """Pixels to crop ``box`` (left, top, right, bottom, in full-size pixels) from and resize to
   ``out_hw``: the image decoded at the smallest DCT scale that keeps the box at least ``out_hw``,
-  and the box in that image's pixels."""
-  h, w = size(data, what)
+  and the box in that image's pixels. ``hw``: the full size, when the caller read the header."""
+  h, w = hw or size(data, what)
   left, top, right, bottom = box
   need_h = math.ceil(h * out_hw[0] / max(1, bottom - top))
   need_w = math.ceil(w * out_hw[1] / max(1, right - left))

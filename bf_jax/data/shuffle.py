@@ -110,8 +110,7 @@ class _EpochBatches:
   worker processes get a copy without the cache)."""
 
   def __init__(self, indices: np.ndarray, seed: int, batch_size: int):
-    self.indices, self.seed, self.batch_size = indices, seed, batch_size
-    self.__setstate__(self.__dict__)
+    self.__setstate__({"indices": indices, "seed": seed, "batch_size": batch_size})
 
   def __getstate__(self) -> dict:
     return {"indices": self.indices, "seed": self.seed, "batch_size": self.batch_size}

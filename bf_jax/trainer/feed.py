@@ -145,6 +145,9 @@ class Resident:
       return {"image": batch, "label": y.at[idx_KxB].get(out_sharding=rows)}
 
     self._gather = jax.jit(gather, out_shardings=rows)
+    self._gather_one = jax.jit(  # one step's batch, the leading axis dropped in the same program
+        lambda *args: {k: v[0] for k, v in gather(*args).items()},
+        out_shardings=NamedSharding(mesh, P(sharding.AXIS)))
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bf_jax_indices")
     self._ahead: dict[int, concurrent.futures.Future] = {}
 
@@ -155,6 +158,9 @@ class Resident:
     return np.asarray(self.index_batches[step], np.int32)[self.lo:self.lo + self.local]
 
   def take(self, k: int) -> dict[str, jax.Array]:
+    return self._take(k, self._gather)
+
+  def _take(self, k: int, gather) -> dict[str, jax.Array]:
     # One thread draws the next dispatches' indices (while the first compiles, then while
     # steps run): for a small set most of an epoch's draw is grain's cipher walking its block.
     ahead = {s: self._ahead.pop(s, None) for s in range(self.step, self.step + k)}
@@ -163,8 +169,8 @@ class Resident:
       if s not in self._ahead:
         self._ahead[s] = self._pool.submit(self._indices, s)
     rows = NamedSharding(self.mesh, P(None, sharding.AXIS))
-    out = self._gather(self.images, self.labels,
-                       jax.make_array_from_process_local_data(rows, idx), np.int32(self.step))
+    out = gather(self.images, self.labels, jax.make_array_from_process_local_data(rows, idx),
+                 np.int32(self.step))
     self.step += k
     return out
 
@@ -172,8 +178,7 @@ class Resident:
     return self
 
   def __next__(self) -> dict[str, jax.Array]:
-    return {key: value[0] for key, value in self.take(1).items()}
-
+    return self._take(1, self._gather_one)
 
 
 def _finished(host: Iterator[dict[str, np.ndarray]], finish: device_augment.Finish,
