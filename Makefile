@@ -7,7 +7,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/b
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo fashion-mnist clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,16 @@ $(STAMP): pyproject.toml
 # The main job: long-tailed digits, baseline vs +BatchFormer paired over 10 seeds, table + plots.
 demo: venv
 	$(PY) -m bf_jax.demo --workdir runs/demo --seeds 10
+
+# Fashion-MNIST-LT, the tables of docs/fashion_mnist.md (hours on 2 cores; finished runs are kept,
+# so a stopped sweep resumes). Installs Debian's dataset-fashion-mnist when DATA_DIR lacks the
+# files (as root, or through sudo); CELLS picks some cells (tools/fashion_mnist_tables.sh).
+DATA_DIR ?= /usr/share/datasets/fashion-mnist
+fashion-mnist: venv
+	@test -f $(DATA_DIR)/train-images-idx3-ubyte.gz || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
+	PY=$(PY) DATA_DIR=$(DATA_DIR) tools/fashion_mnist_tables.sh $(CELLS)
 
 # 8 forced CPU devices are set by tests/conftest.py before JAX starts. Two pytest workers: most
 # of the suite's time is XLA compiling, one core each (measured on 2 cores: 16:34 -> 12:39).

@@ -280,6 +280,42 @@ def plot_differences(report: dict[str, Any], path: str | pathlib.Path) -> None:
   plots.save(fig, path)
 
 
+def plot_gains(folders: list[str | pathlib.Path], labels: list[str], metric: str,
+               path: str | pathlib.Path, xlabel: str = "") -> list[dict[str, float]]:
+  """One comparison per folder (its ``compare.json``): the mean paired difference of ``metric``
+  and its 95% interval against ``labels`` (e.g. BatchFormer's group size); returns the points."""
+  if len(folders) != len(labels):
+    raise ValueError(f"{len(folders)} comparison folders but {len(labels)} labels; give one "
+                     f"label per folder.")
+  points = []
+  for folder in folders:
+    file = pathlib.Path(folder) / "compare.json"
+    if not file.exists():
+      raise FileNotFoundError(f"{file} does not exist; give folders a comparison was written to "
+                              f"(python -m bf_jax.demo or python -m bf_jax.compare --out).")
+    metrics = json.loads(file.read_text())["metrics"]
+    if metric not in metrics:
+      raise ValueError(f"{file} has no metric {metric!r}; it has {sorted(metrics)}.")
+    s = metrics[metric]
+    points.append({k: s["scale"] * s[k] for k in ("mean", "ci_low", "ci_high")} | {"n": s["n"]})
+  plt = plots.pyplot()
+  fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(labels) + 1.5), 3.4), dpi=120)
+  x = np.arange(len(labels))
+  means = np.array([p["mean"] for p in points])
+  ax.errorbar(x, means, yerr=[means - [p["ci_low"] for p in points],
+                              [p["ci_high"] for p in points] - means],
+              fmt="o-", color="tab:blue", capsize=4)
+  ax.axhline(0.0, color="gray", lw=0.8)
+  ax.set_xticks(x, labels)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(f"{metric}: paired difference\n(percentage points, 95% CI)", fontsize=9)
+  ax.set_title(f"{points[0]['n']} paired seeds per point", fontsize=10)
+  ax.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  plots.save(fig, path)
+  return points
+
+
 def write(report: dict[str, Any], out: str | pathlib.Path) -> pathlib.Path:
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -301,13 +337,33 @@ def main(argv: list[str] | None = None) -> None:
   import argparse
   parser = argparse.ArgumentParser(prog="python -m bf_jax.compare", description=__doc__.split(
       "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--baseline", nargs="+", required=True, help="runs of the baseline arm")
-  parser.add_argument("--treatment", nargs="+", required=True, help="runs of the treatment arm")
+  parser.add_argument("--baseline", nargs="+", help="runs of the baseline arm")
+  parser.add_argument("--treatment", nargs="+", help="runs of the treatment arm")
+  parser.add_argument("--gains", nargs="+", default=None, help="instead: folders holding a "
+                      "compare.json each, plotted as one metric's gain against --labels into "
+                      "--out (a .png)")
+  parser.add_argument("--labels", default="", help="--gains: one label per folder, comma-separated")
+  parser.add_argument("--metric", default="acc", help="--gains: the metric plotted")
+  parser.add_argument("--xlabel", default="", help="--gains: the x axis' title")
   parser.add_argument("--names", default="baseline,+BatchFormer", help="the arms' names")
   parser.add_argument("--out", default=None, help="folder for compare.md/.json/.png (default: "
                       "compare/ beside the first baseline pattern, or compare_2/, ... when that "
                       "holds one: never over an earlier comparison)")
   args = parser.parse_args(argv)
+  if args.gains:
+    if not args.out or not args.out.endswith(".png"):
+      parser.error(f"--gains needs --out FILE.png (got --out={args.out})")
+    try:
+      points = plot_gains(args.gains, args.labels.split(","), args.metric, args.out, args.xlabel)
+    except (FileNotFoundError, ValueError) as e:
+      parser.exit(2, f"error: {e}\n")
+    for label, p in zip(args.labels.split(","), points):
+      print(f"{label}: {args.metric} {p['mean']:+.2f} (95% CI {p['ci_low']:+.2f} to "
+            f"{p['ci_high']:+.2f}, n={p['n']})")
+    print(f"wrote {args.out}")
+    return
+  if not args.baseline or not args.treatment:
+    parser.error("give --baseline and --treatment (or --gains)")
   names = tuple(args.names.split(","))
   if len(names) != 2:
     parser.error(f"--names={args.names!r} must be two names separated by a comma")

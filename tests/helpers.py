@@ -101,3 +101,30 @@ def make_czsl_toy(root: pathlib.Path, per_pair: int = 6, size: int = 12, seed: i
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name)
         records.append({"image": f"{a}_{o}/{name}", "attr": a, "obj": o, "set": split})
   (root / "metadata_compositional-split-natural.json").write_text(json.dumps(records))
+
+
+def write_idx(path, array, code: int = 0x08, compress: bool = True) -> None:
+  """An IDX file (Fashion-MNIST's format) holding ``array``; gzip-compressed by default."""
+  import gzip
+  import struct
+  raw = b"\0\0" + bytes([code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
+  with (gzip.open if compress else open)(path, "wb") as f:
+    f.write(raw)
+
+
+def make_fashion_mnist(folder, per_class: int = 7, test_per_class: int = 2):
+  """Fashion-MNIST's four files in ``folder``: random 28x28 images, ``per_class`` training and
+  ``test_per_class`` test images of each of the 10 classes, pixel (0, 0) holding the label."""
+  import numpy as np
+
+  from bf_jax.data import fashion_mnist
+  rng = np.random.default_rng(0)
+  for split, n in (("train", per_class), ("test", test_per_class)):
+    labels = np.repeat(np.arange(10), n).astype(np.uint8)
+    images = rng.integers(0, 256, (len(labels), 28, 28), np.uint8)
+    images[:, 0, 0] = labels  # each image carries its label, to check they stay together
+    image_file, label_file = fashion_mnist.FILES[split]
+    write_idx(pathlib.Path(folder) / f"{image_file}.gz", images)
+    write_idx(pathlib.Path(folder) / label_file, labels, compress=False)  # plain files too
+  return folder

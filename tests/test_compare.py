@@ -162,3 +162,27 @@ def test_the_default_out_never_overwrites_an_earlier_comparison(tmp_path):
   assert (tmp_path / "runs" / "compare.md").read_text() == "the demo's"
   assert (tmp_path / "runs" / "compare" / "compare.md").exists()
   assert (tmp_path / "runs" / "compare_2" / "compare.md").exists()
+
+
+def test_gains_plot_one_point_per_comparison_with_its_interval(tmp_path, capsys):
+  folders = []
+  for g, gain in ((8, 0.0), (32, 0.01)):
+    for seed in range(3):
+      _run(tmp_path / f"g{g}" / f"off{seed}", seed, {"acc": 0.8 + 0.01 * seed})
+      _run(tmp_path / f"g{g}" / f"on{seed}", seed, {"acc": 0.8 + gain + 0.002 * seed}, bf=True)
+    compare.main(["--baseline", str(tmp_path / f"g{g}" / "off*"), "--treatment",
+                  str(tmp_path / f"g{g}" / "on*"), "--out", str(tmp_path / f"c{g}")])
+    folders.append(str(tmp_path / f"c{g}"))
+  capsys.readouterr()
+  compare.main(["--gains", *folders, "--labels", "8,32", "--out", str(tmp_path / "gain.png")])
+  lines = capsys.readouterr().out.splitlines()
+  # Differences: -0.0, -0.8, -1.6 points (group 8) and +1.0, +0.2, -0.6 (group 32).
+  assert lines[0].startswith("8: acc -0.80 (95% CI -2.79 to +1.19, n=3)")
+  assert lines[1].startswith("32: acc +0.20 (95% CI -1.79 to +2.19, n=3)")
+  assert (tmp_path / "gain.png").stat().st_size > 0
+  for argv, message in ((["--labels", "8"], "2 comparison folders but 1 labels"),
+                        (["--labels", "8,32", "--metric", "few_acc"], "has no metric 'few_acc'")):
+    with pytest.raises(SystemExit) as e:
+      compare.main(["--gains", *folders, "--out", str(tmp_path / "x.png"), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+  assert not (tmp_path / "x.png").exists()

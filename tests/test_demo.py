@@ -1,5 +1,7 @@
 """The main job: both arms per seed, paired, on the embedded digits (shortened runs)."""
 
+import json
+
 import pytest
 from helpers import ROOT
 
@@ -32,6 +34,46 @@ def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
   mean = demo.probe_summary(tmp_path, 2)
   assert mean["seeds"] == 2 and mean["probe_batches"] == 4
   assert "| queries \\ keys |" in (tmp_path / "probe.md").read_text()
+
+
+@pytest.mark.slow  # trains 3 short runs
+def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path):
+  config_path = str(ROOT / "configs" / "digits_lt.py")
+
+  def shorten(config):
+    config.total_steps, config.optim.warmup_steps = 20, 0
+
+  first = demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=shorten, keep=True)
+  run = tmp_path / "cell" / "bf_on_seed0"
+  stamp = (run / "result.json").stat().st_mtime_ns
+  assert json.loads((run / demo.TIME_FILE).read_text())["seconds"] > 0
+  again = demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=shorten, keep=True)
+  assert (run / "result.json").stat().st_mtime_ns == stamp  # kept, not trained again
+  assert again["metrics"]["acc"]["diffs"] == first["metrics"]["acc"]["diffs"]
+  assert set(again["seconds_per_run"]) == {"baseline", "+BatchFormer"}
+
+  def longer(config):
+    config.total_steps, config.optim.warmup_steps = 30, 0
+
+  with pytest.raises(ValueError, match=r"(?s)--keep: .*cell/bf_off_seed0 holds a run of another "
+                                       r"config.*total_steps: 20 \(recorded\) -> 30"):
+    demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=longer, keep=True)
+  assert (run / "result.json").stat().st_mtime_ns == stamp  # nothing lost
+
+  def grouped(config):
+    shorten(config)
+    config.bf.scope = "8"
+
+  report = demo.run_arms(config_path, tmp_path / "g8", seeds=1, adjust=grouped,
+                         baseline=tmp_path / "cell", per_class=True)
+  assert not (tmp_path / "g8" / "bf_off_seed0").exists()  # the cell's baseline, shared
+  assert report["checks"]["config_differs"] == {}  # bf.scope is part of the treatment
+  assert report["metrics"]["acc"]["baseline_mean"] == first["metrics"]["acc"]["baseline_mean"]
+  assert {f"class{c}_acc" for c in range(10)} <= set(report["metrics"])
+  with pytest.raises(FileNotFoundError, match=r"--baseline .*bf_off_seed1 is not a finished run"):
+    demo.run_arms(config_path, tmp_path / "g8", seeds=2, adjust=grouped,
+                  baseline=tmp_path / "cell")
+  assert not (tmp_path / "g8" / "bf_on_seed1").exists()  # refused before training
 
 
 @pytest.mark.parametrize("argv, message", [

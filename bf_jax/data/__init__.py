@@ -98,7 +98,7 @@ def load(data_cfg) -> Data:
   val = None
   if data_cfg.name == "fashion_mnist":
     train, test, _ = fashion_mnist.load_lt(data_cfg.data_dir, data_cfg.imbalance,
-                                           data_cfg.split_seed, data_cfg.profile)
+                                           data_cfg.split_seed, data_cfg.profile, data_cfg.n_max)
     indices, labels = np.arange(len(train)), train.labels
   elif info.tfds_name is None:
     train, test, _ = load_digits_lt(data_cfg.imbalance, split_seed=data_cfg.split_seed,

@@ -68,10 +68,11 @@ def read_split(folder: str | pathlib.Path, split: str) -> ArraySource:
   return ArraySource(images[..., None], labels.astype(np.int64))
 
 
-def load_lt(data_dir: str, imbalance: float, split_seed: int = 0, profile: str = "exp"
-            ) -> tuple[ArraySource, ArraySource, list[int]]:
-  """(long-tailed train, the standard test set, train class counts)."""
+def load_lt(data_dir: str, imbalance: float, split_seed: int = 0, profile: str = "exp",
+            n_max: int = 0) -> tuple[ArraySource, ArraySource, list[int]]:
+  """(long-tailed train, the standard test set, train class counts); ``n_max`` images of the
+  head class (0: all ``PER_CLASS``)."""
   train, test = read_split(data_dir, "train"), read_split(data_dir, "test")
-  counts = long_tail.class_counts(NUM_CLASSES, PER_CLASS, imbalance, profile)
+  counts = long_tail.class_counts(NUM_CLASSES, n_max or PER_CLASS, imbalance, profile)
   keep = long_tail.long_tail_indices(train.labels, counts, split_seed)
   return ArraySource(train.images[keep], train.labels[keep]), test, counts

@@ -1,4 +1,5 @@
-"""Long-tailed subsets and the many/medium/few protocol of the long-tail literature."""
+"""Long-tailed subsets, and the class groups results are reported by (the long-tail literature's
+many/medium/few, or head/mid/tail by rank)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,44 @@ def long_tail_indices(labels: np.ndarray, counts: list[int], seed: int) -> np.nd
   return np.sort(np.concatenate(chosen))
 
 
-def class_groups(train_counts: np.ndarray) -> dict[str, np.ndarray]:
-  """Boolean class masks for the many/medium/few groups from training-set class sizes."""
+def group_names(rule: str = "shots") -> tuple[str, str, str]:
+  """The three group names of a ``data.class_groups`` rule (``check_groups`` has checked it)."""
+  return ("many", "medium", "few") if rule == "shots" else ("head", "mid", "tail")
+
+
+def check_groups(rule: str, num_classes: int) -> tuple[int, int] | None:
+  """``data.class_groups``: ``"shots"`` (None), or ``"rank:H,M"`` -> (H, M): the H largest classes
+  are the head, the next M - H the middle, the rest the tail (0 < H < M < num_classes)."""
+  if rule == "shots":
+    return None
+  try:
+    kind, _, bounds = rule.partition(":")
+    head, mid = (int(b) for b in bounds.split(","))
+    if kind != "rank" or not 0 < head < mid < num_classes:
+      raise ValueError
+  except ValueError:
+    raise ValueError(
+        f"data.class_groups={rule!r} is not 'shots' (many > {MANY_ABOVE}, few < {FEW_BELOW} "
+        f"training images) or 'rank:H,M' with 0 < H < M < {num_classes} classes (the H largest "
+        f"classes are the head, the next M-H the middle, the rest the tail), e.g. 'rank:3,7'."
+    ) from None
+  return head, mid
+
+
+def class_groups(train_counts: np.ndarray, rule: str = "shots") -> dict[str, np.ndarray]:
+  """Boolean class masks of the three groups, from training-set class sizes.
+
+  ``rule``: ``"shots"`` is the long-tail literature's many/medium/few; ``"rank:H,M"`` ranks the
+  classes by size (ties by class index) into head/mid/tail, for sets where the shot thresholds
+  leave a group empty (Fashion-MNIST-LT: 8/2/0 classes at imbalance 100).
+  """
   counts = np.asarray(train_counts)
-  return {"many": counts > MANY_ABOVE,
-          "medium": (counts >= FEW_BELOW) & (counts <= MANY_ABOVE),
-          "few": counts < FEW_BELOW}
+  bounds = check_groups(rule, len(counts))
+  if bounds is None:
+    return {"many": counts > MANY_ABOVE,
+            "medium": (counts >= FEW_BELOW) & (counts <= MANY_ABOVE),
+            "few": counts < FEW_BELOW}
+  rank = np.empty(len(counts), int)
+  rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+  head, mid = bounds
+  return {"head": rank < head, "mid": (rank >= head) & (rank < mid), "tail": rank >= mid}

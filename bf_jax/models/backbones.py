@@ -1,4 +1,5 @@
-"""Small backbones: an MLP (the embedded digits demo) and a tiny CNN (tests, 32x32 smoke runs).
+"""Small backbones: an MLP (the embedded digits demo), a tiny CNN (tests, 32x32 smoke runs) and a
+convnet that keeps where its features are (Fashion-MNIST).
 
 Each maps images [B, H, W, C_in] to pooled features [B, feat_dim]; ``train`` switches BatchNorm
 to batch statistics, synchronized over ``axis_name`` so they cover the whole global batch.
@@ -46,3 +47,34 @@ class TinyCNN(nnx.Module):
     for conv, norm in zip(self.convs, self.norms):
       h = jax.nn.relu(norm(conv(h), use_running_average=not train))
     return jnp.mean(h, axis=(1, 2))
+
+
+class ConvNet(nnx.Module):
+  """``depth`` x (conv-BN-ReLU, 2x2 average pool), flattened, then one Linear-ReLU layer.
+
+  Flattening keeps where a feature is, which a global pool loses (small grayscale photos,
+  Fashion-MNIST); average pools because a max pool's backward is slow on XLA's CPU backend
+  (docs/fashion_mnist.md). Features are ``8 * width`` wide.
+  """
+
+  def __init__(self, image_shape: tuple[int, ...], width: int, depth: int, *,
+               axis_name: str | None, rngs: nnx.Rngs):
+    h, w, c = image_shape
+    if h % 2 ** depth or w % 2 ** depth:
+      raise ValueError(f"model.depth={depth} halves {h}x{w} images {depth} times, which needs "
+                       f"sides divisible by {2 ** depth}; lower model.depth.")
+    chans = [c] + [width * 2 ** i for i in range(depth)]
+    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), use_bias=False, rngs=rngs)
+                           for a, b in zip(chans[:-1], chans[1:])])
+    self.norms = nnx.List([nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, axis_name=axis_name,
+                                         rngs=rngs) for c in chans[1:]])
+    self.feat_dim = 8 * width
+    flat = (h // 2 ** depth) * (w // 2 ** depth) * chans[-1]
+    self.fc = nnx.Linear(flat, self.feat_dim, rngs=rngs)
+
+  def __call__(self, images_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    h = images_BxHxWxC
+    for conv, norm in zip(self.convs, self.norms):
+      h = jax.nn.relu(norm(conv(h), use_running_average=not train))
+      h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
+    return jax.nn.relu(self.fc(h.reshape(h.shape[0], -1)))

@@ -8,14 +8,14 @@ from flax import nnx
 
 from bf_jax.layer.batchformer import BatchFormer, two_stream
 from bf_jax.models import bf_config
-from bf_jax.models.backbones import MLP, TinyCNN
+from bf_jax.models.backbones import MLP, ConvNet, TinyCNN
 from bf_jax.models.heads import HEADS, build_head
 from bf_jax.models.init_streams import bf_stream
 from bf_jax.models.resnet import ARCHS, build_resnet
 from bf_jax.models.ride import RIDE
 from bf_jax.models.vit import VIT_ARCHS, build_vit
 
-BACKBONES = ("mlp", "cnn", *ARCHS, *VIT_ARCHS)
+BACKBONES = ("mlp", "cnn", "convnet", *ARCHS, *VIT_ARCHS)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -59,6 +59,8 @@ def build_backbone(model_cfg, image_shape: tuple[int, ...], rngs: nnx.Rngs,
     return MLP(image_shape, model_cfg.width, model_cfg.depth, rngs=rngs)
   if model_cfg.name == "cnn":
     return TinyCNN(image_shape, model_cfg.width, model_cfg.depth, axis_name=axis_name, rngs=rngs)
+  if model_cfg.name == "convnet":
+    return ConvNet(image_shape, model_cfg.width, model_cfg.depth, axis_name=axis_name, rngs=rngs)
   if model_cfg.name in ARCHS:
     return build_resnet(model_cfg.name, image_shape[-1], width_mult=model_cfg.width_mult,
                         axis_name=axis_name, dtype=dtype, rngs=rngs)

@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
       imbalance=50.0, profile="exp",  # long-tail profile; imbalance 1 and n_max 0: split as is
       n_max=0,  # images of the head class; 0: the dataset's default
       split_seed=0,  # which examples form the long-tailed subset (fixed across model seeds)
+      # The three class groups results report: "shots" (many > 100, few < 20 training images)
+      # or "rank:H,M" (the H largest classes head, the next M-H mid, the rest tail).
+      class_groups="shots",
       augment="none",  # "none" | "crop_flip" | "inception" | "inception_jitter" | "two_view*"
       crop_min=0.08,  # smallest crop area fraction of the random resized crops
       sampler="instance",  # "instance" | "class_balanced" (decoupled classifier re-training)
@@ -97,8 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0))
 
   c.model = ml_collections.ConfigDict(dict(
-      name="mlp",  # "mlp" | "cnn" | a ResNet of models/resnet.py ARCHS | a ViT of models/vit.py
-      width=128, depth=2,  # mlp / cnn only
+      name="mlp",  # "mlp" | "cnn" | "convnet" | a ResNet of models/resnet.py ARCHS | a ViT of models/vit.py
+      width=128, depth=2,  # mlp / cnn / convnet only
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators
       head="linear", head_scale=30.0,  # "cosine": scale * cos(feature, class weight)

@@ -11,7 +11,7 @@ import math
 from typing import Any, Collection
 
 from bf_jax.data.augment import AUGMENTATIONS, TWO_VIEW
-from bf_jax.data.long_tail import PROFILES
+from bf_jax.data.long_tail import PROFILES, check_groups
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.layer.batchformer import MODES
 from bf_jax.models.classifier import BACKBONES, HEADS
@@ -88,6 +88,7 @@ def validate(cfg, accepts: Accepts) -> None:
   check_choice(cfg, "data.name", accepts.datasets)
   check_int(cfg, "data.num_classes", 2)
   check_num(cfg, "data.imbalance", 1.0)
+  check_groups(cfg.data.class_groups, cfg.data.num_classes)
   check_choice(cfg, "data.profile", PROFILES)
   check_int(cfg, "data.n_max", 0)
   check_choice(cfg, "data.augment", AUGMENTATIONS)

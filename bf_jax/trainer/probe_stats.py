@@ -2,7 +2,7 @@
 the gradient of each group's loss lands (the paper's "head classes help tail classes" argument).
 
 Task-independent: a task gives the probe batch's BatchFormer input features, labels and each
-sample's group (many/medium/few for long-tailed runs), the layer, and a per-row loss of the
+sample's group (many/medium/few or head/mid/tail, ``data.class_groups``), the layer, and a per-row loss of the
 BatchFormer stream. Everything is computed on the whole (gathered) probe batch, where the layer's
 global and group scopes are what it computes across devices.
 """
@@ -18,16 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from bf_jax.data.long_tail import class_groups
+from bf_jax.data.long_tail import class_groups, group_names
 
-GROUPS = ("many", "medium", "few")
+GROUPS = group_names("shots")  # a record names its own groups (``data.class_groups``)
 FILE = "probe.json"
 
 
-def group_of_class(train_counts_K: np.ndarray) -> np.ndarray:
-  """[K] index into GROUPS of each class, from its training images (data.long_tail.class_groups)."""
-  out, masks = np.zeros(len(train_counts_K), np.int32), class_groups(train_counts_K)
-  for i, name in enumerate(GROUPS):
+def group_of_class(train_counts_K: np.ndarray, rule: str = "shots") -> np.ndarray:
+  """[K] index into the groups of ``rule`` of each class, from its training images
+  (data.long_tail.class_groups)."""
+  out, masks = np.zeros(len(train_counts_K), np.int32), class_groups(train_counts_K, rule)
+  for i, name in enumerate(masks):
     out[masks[name]] = i
   return out
 
@@ -94,12 +95,13 @@ def batch_fractions(group_B: np.ndarray, n_groups: int = len(GROUPS)) -> list[fl
 
 
 def summarize(maps_LxBxB: np.ndarray, grad_share_GxG: np.ndarray, labels_B: np.ndarray,
-              group_B: np.ndarray, visible_BxB: np.ndarray) -> dict[str, Any]:
+              group_B: np.ndarray, visible_BxB: np.ndarray,
+              names: Sequence[str] = GROUPS) -> dict[str, Any]:
   """The JSON record of one probe batch: per layer the attention tables (and their chance
-  level), the gradient-share table, and the batch's group fractions."""
+  level), the gradient-share table, and the batch's group fractions (groups called ``names``)."""
   uniform = attention_tables(uniform_attention(visible_BxB), labels_B, group_B)
   share = [[None if np.isnan(v) else float(v) for v in row] for row in np.asarray(grad_share_GxG)]
-  return {"groups": list(GROUPS), "batch_fraction": batch_fractions(group_B),
+  return {"groups": list(names), "batch_fraction": batch_fractions(group_B),
           "attention": [attention_tables(m, labels_B, group_B) for m in maps_LxBxB],
           "uniform_attention": uniform, "gradient_share": share}
 
@@ -127,19 +129,19 @@ def mean_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def scalars(record: dict[str, Any]) -> dict[str, float]:
   """Flat TensorBoard scalars of a record: ``attn/few_to_many``, ``grad/few_to_many``, ...
   (the last layer's attention; ``layer{i}/`` prefixes when the layer is a stack)."""
-  out = {}
+  out, names = {}, record["groups"]
   layers = record["attention"]
   for i, tables in enumerate(layers):
     prefix = "attn/" if len(layers) == 1 else f"layer{i}/attn/"
     for g, row in enumerate(tables["group_to_group"]):
       for h, v in enumerate(row or ()):
-        out[f"{prefix}{GROUPS[g]}_to_{GROUPS[h]}"] = v
+        out[f"{prefix}{names[g]}_to_{names[h]}"] = v
     for k in ("self", "same_class", "other_class"):
       out[f"{prefix}{k}"] = tables[k]
   for g, row in enumerate(record["gradient_share"]):
     for h, v in enumerate(row):
       if v is not None:
-        out[f"grad/{GROUPS[g]}_to_{GROUPS[h]}"] = v
+        out[f"grad/{names[g]}_to_{names[h]}"] = v
   return out
 
 
@@ -156,21 +158,22 @@ def write(workdir: str | pathlib.Path, step: int, record: dict[str, Any]) -> Non
 def markdown(record: dict[str, Any]) -> str:
   """The last layer's 3x3 attention table and the gradient-share table, as Markdown."""
   present = [g for g, f in enumerate(record["batch_fraction"]) if f > 0]
+  names = record["groups"]
 
   def table(title: str, rows, note: str) -> list[str]:
-    head = f"| {title} | " + " | ".join(GROUPS[h] for h in present) + " |"
+    head = f"| {title} | " + " | ".join(names[h] for h in present) + " |"
     lines = [head, "|" + "---|" * (len(present) + 1)]
     for g in present:
       cells = " | ".join("-" if rows[g] is None or rows[g][h] is None else f"{rows[g][h]:.3f}"
                          for h in present)
-      lines.append(f"| {GROUPS[g]} | {cells} |")
+      lines.append(f"| {names[g]} | {cells} |")
     return lines + ["", note, ""]
 
   attn, uniform = record["attention"][-1], record["uniform_attention"]
-  frac = ", ".join(f"{GROUPS[g]} {record['batch_fraction'][g]:.3f}" for g in present)
+  frac = ", ".join(f"{names[g]} {record['batch_fraction'][g]:.3f}" for g in present)
   lines = table("queries \\ keys", attn["group_to_group"],
                 "Attention mass of each group's queries (rows) on each group's keys; spread "
-                f"evenly it would be {_rows(uniform['group_to_group'], present)}.")
+                f"evenly it would be {_rows(uniform['group_to_group'], present, names)}.")
   lines += [f"Self {attn['self']:.3f}, same class {attn['same_class']:.3f}, other class "
             f"{attn['other_class']:.3f} (evenly spread: {uniform['self']:.3f}, "
             f"{uniform['same_class']:.3f}, {uniform['other_class']:.3f}).", ""]
@@ -180,9 +183,9 @@ def markdown(record: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _rows(rows, present) -> str:
+def _rows(rows, present, names) -> str:
   cells = [", ".join(f"{rows[g][h]:.3f}" for h in present) for g in present if rows[g] is not None]
   if len(set(cells)) == 1:
     return f"{cells[0]} in every row"
-  return "; ".join(f"{GROUPS[g]}: " + ", ".join(f"{rows[g][h]:.3f}" for h in present)
+  return "; ".join(f"{names[g]}: " + ", ".join(f"{rows[g][h]:.3f}" for h in present)
                    for g in present if rows[g] is not None)

@@ -21,6 +21,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from bf_jax.data.long_tail import group_names
 from bf_jax.layer.attention_maps import attention_maps, on_whole_batch
 from bf_jax.models import bf_config
 from bf_jax.trainer import plots, probe_stats, sharding, writers
@@ -65,7 +66,7 @@ class Prober:
   """Probes a run's state on fixed probe batches and writes what it finds into the workdir.
 
   ``batches``: this process's part of each global probe batch; ``train_counts_K``: training
-  images per class (the many/medium/few groups). The layer's scope comes from ``config.bf``.
+  images per class (the groups of ``data.class_groups``). The layer's scope comes from ``config.bf``.
   """
 
   def __init__(self, config, batches: list[dict[str, np.ndarray]], train_counts_K: np.ndarray,
@@ -75,7 +76,8 @@ class Prober:
     self.scope = config.bf.scope
     self.group_size = bf_config.group_size(config.bf, config.batch_size // mesh.devices.size)
     self.counts_K = np.asarray(train_counts_K)
-    self.group_K = probe_stats.group_of_class(self.counts_K)
+    self.group_K = probe_stats.group_of_class(self.counts_K, config.data.class_groups)
+    self.group_names = group_names(config.data.class_groups)
     self.fn = make_probe_fn(graphdef, other, loss_fn, mesh, self.group_K)
 
   def measure(self, state: dict, step: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -85,7 +87,8 @@ class Prober:
       maps, share, labels = jax.device_get(
           self.fn(state, sharding.put_batch(batch, self.mesh), np.int32(step)))
       visible = probe_stats.visible_keys(len(labels), self.group_size)
-      records.append(probe_stats.summarize(maps, share, labels, self.group_K[labels], visible))
+      records.append(probe_stats.summarize(maps, share, labels, self.group_K[labels], visible,
+                                           self.group_names))
       if first is None:
         first = (maps, labels)
     record = probe_stats.mean_records(records)
@@ -103,10 +106,10 @@ class Prober:
     if jax.process_index() == 0:
       name = f"{self.name}, step {step}, scope {self.scope}"
       rank_K = np.argsort(np.argsort(-self.counts_K, kind="stable"), kind="stable")
-      plots.plot_attention(maps, labels, rank_K, self.group_K[labels], probe_stats.GROUPS,
+      plots.plot_attention(maps, labels, rank_K, self.group_K[labels], self.group_names,
                            out / "attention.png", f"{name}: probe batch 0")
       plots.plot_gradient_share(record["gradient_share"], record["batch_fraction"],
-                                probe_stats.GROUPS, out / "gradient_share.png",
+                                self.group_names, out / "gradient_share.png",
                                 f"Gradient of each group's BatchFormer-stream loss\n{name}, "
                                 f"{len(self.batches)} probe batches")
     attn = record["attention"][-1]

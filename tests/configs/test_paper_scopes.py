@@ -12,7 +12,7 @@ PAPER = {
     "places_lt_balanced_softmax_r152": "global", "cifar100_lt_ldam_drw": "global",
     "cifar100_lt_ride": "global", "imagenet_lt_ride_r50": "64", "inat18_ride_r50": "16",
     "moco_v3_imagenet_r50": "256", "imagenet_deit_small_v2": "64",
-    "cifar100_deit_tiny_v2": "64", "cifar100_lt_paco": "global",
+    "cifar100_deit_tiny_v2": "64", "cifar100_lt_paco": "global", "fashion_mnist_lt": "global",
     "imagenet_lt_paco_r50": "global",
     **{f"dg_{d}": "global" for d in ("pacs", "vlcs", "office_home", "terra_incognita",
                                      "domain_net")},

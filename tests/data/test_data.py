@@ -20,6 +20,25 @@ def test_cifar100_lt_class_counts_match_the_literature():
     long_tail.class_counts(10, 500, 10, "linear")
 
 
+def test_rank_groups_split_classes_by_size_where_shot_groups_leave_one_empty():
+  if100 = np.array(long_tail.class_counts(10, 6000, 100, "exp"))  # Fashion-MNIST-LT
+  shots = long_tail.class_groups(if100)
+  assert [shots[g].sum() for g in ("many", "medium", "few")] == [8, 2, 0]
+  ranks = long_tail.class_groups(if100, "rank:3,7")
+  assert list(ranks) == ["head", "mid", "tail"] == list(long_tail.group_names("rank:3,7"))
+  assert [np.flatnonzero(ranks[g]).tolist() for g in ranks] == [[0, 1, 2], [3, 4, 5, 6],
+                                                                [7, 8, 9]]
+  # By size, not index; ties keep class order (a balanced set splits by index).
+  shuffled = long_tail.class_groups(np.array([5, 50, 1, 9]), "rank:1,3")
+  assert [np.flatnonzero(shuffled[g]).tolist() for g in shuffled] == [[1], [0, 3], [2]]
+  balanced = long_tail.class_groups(np.full(10, 6000), "rank:3,7")
+  assert np.flatnonzero(balanced["head"]).tolist() == [0, 1, 2]
+  for bad in ("rank:7,3", "rank:3", "rank:0,4", "rank:3,10", "thirds", "rank:a,b"):
+    with pytest.raises(ValueError, match=rf"data.class_groups='{bad}' is not 'shots'.*'rank:H,M' "
+                                         rf"with 0 < H < M < 10 classes"):
+      long_tail.class_groups(if100, bad)
+
+
 def test_long_tail_indices_are_seeded_and_exact():
   labels = np.repeat(np.arange(5), 40)
   counts = long_tail.class_counts(5, 40, 10)

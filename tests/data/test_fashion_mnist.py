@@ -1,44 +1,24 @@
 """Fashion-MNIST from its IDX files: the reader on files the test writes, the long-tailed split,
 and the messages for missing or damaged files. The real files are never needed."""
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
+
+from helpers import make_fashion_mnist, write_idx
 
 from bf_jax import data
 from bf_jax.data import fashion_mnist
 from bf_jax.tasks import base_config
 
 
-def _write_idx(path, array: np.ndarray, code: int = 0x08, compress: bool = True):
-  raw = b"\0\0" + bytes([code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
-  with (gzip.open if compress else open)(path, "wb") as f:
-    f.write(raw)
-
-
-def _folder(tmp_path, per_class=7, test_per_class=2):
-  rng = np.random.default_rng(0)
-  for split, n in (("train", per_class), ("test", test_per_class)):
-    labels = np.repeat(np.arange(10), n).astype(np.uint8)
-    images = rng.integers(0, 256, (len(labels), 28, 28), np.uint8)
-    images[:, 0, 0] = labels  # each image carries its label, to check they stay together
-    image_file, label_file = fashion_mnist.FILES[split]
-    _write_idx(tmp_path / f"{image_file}.gz", images)
-    _write_idx(tmp_path / label_file, labels, compress=False)  # plain files are read too
-  return tmp_path
-
-
 def test_the_idx_reader_reads_types_and_shapes_and_refuses_damage(tmp_path):
   values = np.arange(24, dtype=np.int32).reshape(2, 3, 4) - 5
-  _write_idx(tmp_path / "a.gz", values, code=0x0C)
+  write_idx(tmp_path / "a.gz", values, code=0x0C)
   np.testing.assert_array_equal(fashion_mnist.read_idx(tmp_path / "a.gz"), values)
   (tmp_path / "b").write_bytes(b"PK\x03\x04 a zip")
   with pytest.raises(ValueError, match=r"b is not an IDX file"):
     fashion_mnist.read_idx(tmp_path / "b")
-  _write_idx(tmp_path / "c", np.zeros((4, 2, 2), np.uint8), compress=False)
+  write_idx(tmp_path / "c", np.zeros((4, 2, 2), np.uint8), compress=False)
   (tmp_path / "c").write_bytes((tmp_path / "c").read_bytes()[:-3])
   with pytest.raises(ValueError, match=r"cut short or damaged"):
     fashion_mnist.read_idx(tmp_path / "c")
@@ -49,7 +29,7 @@ def test_the_long_tailed_split_follows_the_exponential_profile(tmp_path, monkeyp
       6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]  # 14,886, the issue's numbers
   monkeypatch.setattr(fashion_mnist, "PER_CLASS", 7)  # the test files hold 7 per class
   cfg = base_config().data
-  cfg.update(name="fashion_mnist", data_dir=str(_folder(tmp_path)), imbalance=7.0)
+  cfg.update(name="fashion_mnist", data_dir=str(make_fashion_mnist(tmp_path)), imbalance=7.0)
   ds = data.load(cfg)
   assert ds.train_class_counts.tolist() == [7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
   assert len(ds.eval_source) == 20 and ds.image_shape == (28, 28, 1)
@@ -80,7 +60,7 @@ def test_a_run_trains_on_it_from_the_devices(tmp_path, monkeypatch):
   monkeypatch.setattr(fashion_mnist, "PER_CLASS", 7)
   config = load_config("digits_lt", "smoke")
   (tmp_path / "idx").mkdir()
-  config.data.update(name="fashion_mnist", data_dir=str(_folder(tmp_path / "idx")),
+  config.data.update(name="fashion_mnist", data_dir=str(make_fashion_mnist(tmp_path / "idx")),
                      imbalance=7.0, augment="crop_flip")
   config.batch_size, config.total_steps, config.eval_every_steps = 16, 4, 2
   config.log_every_steps, config.ckpt.every_steps, config.optim.warmup_steps = 2, 0, 0

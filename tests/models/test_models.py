@@ -135,3 +135,15 @@ def test_cpu_matmul_path_of_1x1_convs_equals_the_convolution():
     ours = jax.grad(loss(lambda m, x: m(x)), argnums=(0, 1))(params, x)
     theirs = jax.grad(loss(lambda m, x: nnx.Conv.__call__(m, x)), argnums=(0, 1))(params, x)
     chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_convnet_keeps_where_features_are_and_checks_its_depth():
+  from bf_jax.models.backbones import ConvNet
+  net = ConvNet((28, 28, 1), width=8, depth=2, axis_name=None, rngs=nnx.Rngs(0))
+  images = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
+  feats = net(images, train=False)
+  assert feats.shape == (3, 64) and net.feat_dim == 64 and bool((feats >= 0).all())
+  assert net.fc.in_features == 7 * 7 * 16  # flattened, not pooled away
+  with pytest.raises(ValueError, match=r"model.depth=3 halves 28x28 images 3 times, which needs "
+                                       r"sides divisible by 8"):
+    ConvNet((28, 28, 1), width=8, depth=3, axis_name=None, rngs=nnx.Rngs(0))

@@ -44,7 +44,8 @@ def _eval_and_select(eval_step, state, dataset: data.Data, config, mesh, step: i
   the latest evaluation.
   """
   correct_K, total_K = _evaluate(eval_step, state, dataset, config, mesh)
-  accs = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts)
+  accs = metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts,
+                                config.data.class_groups)
   log.info("eval step %d: %s", step, " ".join(f"{k} {100 * v:.2f}" for k, v in accs.items()))
   writer.write(step, accs, prefix="eval/")
   current = {"correct": correct_K, "total": total_K, "step": step, "val_acc": None}
@@ -111,7 +112,8 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   result = {"step": step, "preempted": step < config.total_steps}
   if selected is not None:
     correct_K, total_K = selected["correct"], selected["total"]
-    result.update(metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts),
+    result.update(metrics.group_accuracy(correct_K, total_K, dataset.train_class_counts,
+                                         config.data.class_groups),
                   selected_step=selected["step"])
     if selected["val_acc"] is not None:
       result["val_acc"] = selected["val_acc"]
