@@ -120,6 +120,7 @@ def make_fashion_mnist(folder, per_class: int = 7, test_per_class: int = 2):
 
   from bf_jax.data import fashion_mnist
   rng = np.random.default_rng(0)
+  pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
   for split, n in (("train", per_class), ("test", test_per_class)):
     labels = np.repeat(np.arange(10), n).astype(np.uint8)
     images = rng.integers(0, 256, (len(labels), 28, 28), np.uint8)

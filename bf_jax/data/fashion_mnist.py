@@ -3,13 +3,15 @@ standard IDX files, long-tailed like CIFAR-LT.
 
 The files are read from ``data.data_dir``, by default Debian's ``dataset-fashion-mnist``
 package's folder. Class i keeps ``int(6000 * imbalance^(-i/9))`` of its training images (for
-imbalance 100: 6000 down to 60, 14,886 in all), which images a choice fixed by ``split_seed``;
-the test set is the standard 10,000.
+imbalance 100: 6000 down to 60, 14,886 in all), which images a choice fixed by ``split_seed``
+among the class's images in a canonical order (``canonical``); the test set is the standard
+10,000.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import pathlib
 import struct
@@ -68,11 +70,21 @@ def read_split(folder: str | pathlib.Path, split: str) -> ArraySource:
   return ArraySource(images[..., None], labels.astype(np.int64))
 
 
+def canonical(source: ArraySource) -> ArraySource:
+  """The examples sorted by label, then by a hash of their pixels: an order that depends only on
+  which images a split holds, not on the order a file stores them in, so the IDX files and a
+  TFDS preparation (which shuffles them) give the same long-tailed set in the same order."""
+  digests = b"".join(hashlib.blake2b(image.tobytes(), digest_size=8).digest()
+                     for image in source.images)
+  order = np.lexsort((np.frombuffer(digests, ">u8"), source.labels))
+  return ArraySource(source.images[order], source.labels[order])
+
+
 def load_lt(data_dir: str, imbalance: float, split_seed: int = 0, profile: str = "exp",
             n_max: int = 0) -> tuple[ArraySource, ArraySource, list[int]]:
   """(long-tailed train, the standard test set, train class counts); ``n_max`` images of the
   head class (0: all ``PER_CLASS``)."""
-  train, test = read_split(data_dir, "train"), read_split(data_dir, "test")
+  train, test = canonical(read_split(data_dir, "train")), read_split(data_dir, "test")
   counts = long_tail.class_counts(NUM_CLASSES, n_max or PER_CLASS, imbalance, profile)
   keep = long_tail.long_tail_indices(train.labels, counts, split_seed)
   return ArraySource(train.images[keep], train.labels[keep]), test, counts

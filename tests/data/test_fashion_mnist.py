@@ -3,7 +3,6 @@ and the messages for missing or damaged files. The real files are never needed."
 
 import numpy as np
 import pytest
-
 from helpers import make_fashion_mnist, write_idx
 
 from bf_jax import data
@@ -67,3 +66,20 @@ def test_a_run_trains_on_it_from_the_devices(tmp_path, monkeypatch):
   assert feed.resident(data.load(config.data).train_source, data.load(config.data).preprocess)
   result = tasks.run(config, tmp_path / "run")
   assert result["step"] == 4 and 0 <= result["acc"] <= 1
+
+
+def test_the_long_tailed_set_does_not_depend_on_the_order_the_files_store(tmp_path, monkeypatch):
+  monkeypatch.setattr(fashion_mnist, "PER_CLASS", 7)
+  make_fashion_mnist(tmp_path / "a")
+  (tmp_path / "b").mkdir()
+  rng = np.random.default_rng(1)
+  for split in ("train", "test"):  # the same images, stored in another order (as TFDS does)
+    images_file, labels_file = fashion_mnist.FILES[split]
+    source = fashion_mnist.read_split(tmp_path / "a", split)
+    order = rng.permutation(len(source))
+    write_idx(tmp_path / "b" / f"{images_file}.gz", source.images[order, ..., 0])
+    write_idx(tmp_path / "b" / f"{labels_file}.gz", source.labels[order].astype(np.uint8))
+  a, b = (fashion_mnist.load_lt(str(tmp_path / d), 7.0, split_seed=3) for d in "ab")
+  np.testing.assert_array_equal(a[0].images, b[0].images)
+  np.testing.assert_array_equal(a[0].labels, b[0].labels)
+  assert a[2] == b[2] == [7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
