@@ -1,11 +1,13 @@
 """Fashion-MNIST (70,000 real 28x28 grayscale photos of clothing, 10 classes) from its four
 standard IDX files, long-tailed like CIFAR-LT.
 
-The files are read from ``data.data_dir``, by default Debian's ``dataset-fashion-mnist``
-package's folder. Class i keeps ``int(6000 * imbalance^(-i/9))`` of its training images (for
-imbalance 100: 6000 down to 60, 14,886 in all), which images a choice fixed by ``split_seed``
-among the class's images in a canonical order (``canonical``); the test set is the standard
-10,000.
+The four files are read from ``data.data_dir``, by default Debian's ``dataset-fashion-mnist``
+package's folder; a ``data_dir`` holding TFDS's ``fashion_mnist`` prepared in array_record (or,
+with no data_dir and no Debian files, TFDS's default folder) is read through
+``tfds.data_source`` instead. Class i keeps ``int(6000 * imbalance^(-i/9))`` of its training
+images (for imbalance 100: 6000 down to 60, 14,886 in all), which images a choice fixed by
+``split_seed`` among the class's images in a canonical order (``canonical``), the same on both
+roads; the test set is the standard 10,000.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import os
 import pathlib
 import struct
 
 import numpy as np
 
 from bf_jax.data import long_tail
-from bf_jax.data.sources import ArraySource
+from bf_jax.data.sources import ArraySource, in_memory, tfds_source
 
 NUM_CLASSES, PER_CLASS = 10, 6000
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
+TFDS_NAME = "fashion_mnist"  # TFDS's builder of the same images (prepared in array_record)
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -52,16 +56,41 @@ def _find(folder: pathlib.Path, stem: str) -> pathlib.Path:
     if (folder / name).is_file():
       return folder / name
   raise FileNotFoundError(
-      f"{folder} has no {stem}[.gz]. Fashion-MNIST's four files "
-      f"({', '.join(n + '.gz' for pair in FILES.values() for n in pair)}) come with Debian's "
-      f"package (apt-get install dataset-fashion-mnist, into {DEBIAN_DIR}) or from the dataset's "
-      f"repository (zalandoresearch/fashion-mnist on GitHub); put them in one folder and set "
-      f"--config.data.data_dir to it.")
+      f"{folder} has no {stem}[.gz] (nor a TFDS preparation, {folder}/{TFDS_NAME}/). "
+      f"Fashion-MNIST's four files ({', '.join(n + '.gz' for pair in FILES.values() for n in pair)}"
+      f") come with Debian's package (apt-get install dataset-fashion-mnist, into {DEBIAN_DIR}) "
+      f"or from the dataset's repository (zalandoresearch/fashion-mnist on GitHub); put them in "
+      f"one folder and set --config.data.data_dir to it. Or prepare TFDS's {TFDS_NAME} "
+      f"(docs/fashion_mnist.md) and set data_dir to the TFDS data folder.")
 
 
-def read_split(folder: str | pathlib.Path, split: str) -> ArraySource:
-  """``split`` ('train' or 'test') as uint8 images [N, 28, 28, 1] and labels."""
-  folder = pathlib.Path(folder or DEBIAN_DIR).expanduser()
+def _tfds_prepared(data_dir: pathlib.Path) -> bool:
+  """Whether ``data_dir`` holds a TFDS preparation of the dataset (any version)."""
+  return any((data_dir / TFDS_NAME).glob("*/dataset_info.json"))
+
+
+def locate(data_dir: str) -> tuple[str, str]:
+  """(road, folder): ``("idx", folder)`` for the four IDX files, ``("tfds", data_dir)`` for a
+  TFDS preparation. An empty ``data_dir`` tries Debian's folder, then TFDS's default one."""
+  if data_dir:
+    folder = pathlib.Path(data_dir).expanduser()
+    return ("tfds" if _tfds_prepared(folder) else "idx"), str(folder)
+  if (pathlib.Path(DEBIAN_DIR) / f"{FILES['train'][0]}.gz").is_file():
+    return "idx", DEBIAN_DIR
+  tfds_dir = pathlib.Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+  if _tfds_prepared(tfds_dir):
+    return "tfds", str(tfds_dir)
+  return "idx", DEBIAN_DIR  # its error names both roads
+
+
+def read_split(data_dir: str | pathlib.Path, split: str) -> ArraySource:
+  """``split`` ('train' or 'test') as uint8 images [N, 28, 28, 1] and labels, from the IDX
+  files or a TFDS preparation in ``data_dir`` (``locate``)."""
+  road, where = locate(str(data_dir or ""))
+  if road == "tfds":
+    source = tfds_source(TFDS_NAME, split, where)  # array_record, read without TensorFlow
+    return in_memory(source, np.arange(len(source)))
+  folder = pathlib.Path(where)
   images_file, labels_file = (_find(folder, stem) for stem in FILES[split])
   images, labels = read_idx(images_file), read_idx(labels_file)
   if images.ndim != 3 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:

@@ -83,3 +83,39 @@ def test_the_long_tailed_set_does_not_depend_on_the_order_the_files_store(tmp_pa
   np.testing.assert_array_equal(a[0].images, b[0].images)
   np.testing.assert_array_equal(a[0].labels, b[0].labels)
   assert a[2] == b[2] == [7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
+
+
+def test_a_tfds_preparation_is_read_without_tensorflow_and_gives_the_same_set(tmp_path,
+                                                                              monkeypatch):
+  """tests/golden/tfds holds TFDS's own builder's output (array_record) for the files
+  ``make_fashion_mnist(per_class=3, test_per_class=1)`` writes, made with TensorFlow by
+  tools/prepare_fashion_mnist_tfds.py (the command: docs/fashion_mnist.md)."""
+  import shutil
+  import sys
+
+  from helpers import ROOT, load_config
+
+  from bf_jax import tasks
+
+  monkeypatch.setattr(fashion_mnist, "PER_CLASS", 3)
+  prepared, idx = tmp_path / "tfds", tmp_path / "idx"
+  shutil.copytree(ROOT / "tests" / "golden" / "tfds", prepared)
+  make_fashion_mnist(idx, per_class=3, test_per_class=1)
+  assert fashion_mnist.locate(str(prepared)) == ("tfds", str(prepared))
+  assert fashion_mnist.locate(str(idx)) == ("idx", str(idx))
+  stored = fashion_mnist.read_split(prepared, "train")
+  assert stored.images.shape == (30, 28, 28, 1) and stored.images.dtype == np.uint8
+  # TFDS stores the examples in another order; the long-tailed set is the same all the same.
+  assert not np.array_equal(stored.labels, fashion_mnist.read_split(idx, "train").labels)
+  (a_train, a_test, _), (b_train, b_test, _) = (fashion_mnist.load_lt(str(d), 3.0)
+                                                for d in (prepared, idx))
+  np.testing.assert_array_equal(a_train.images, b_train.images)
+  np.testing.assert_array_equal(a_train.labels, b_train.labels)
+  assert sorted(a_test.labels.tolist()) == sorted(b_test.labels.tolist()) == list(range(10))
+  assert "tensorflow" not in sys.modules  # read without TensorFlow
+
+  config = load_config("fashion_mnist_lt", f"smoke,data_dir={prepared}")
+  config.data.n_max, config.data.imbalance, config.batch_size = 3, 3.0, 8
+  result = tasks.run(config, tmp_path / "run")
+  assert result["step"] == 2 and 0 <= result["acc"] <= 1
+  assert {"head_acc", "mid_acc", "tail_acc"} <= set(result)
