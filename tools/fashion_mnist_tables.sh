@@ -39,10 +39,14 @@ run() {
       "$PY" -m bf_jax.compare --gains "$RUNS"/if100_bs_g{8,32,128} "$RUNS/if100_bs" \
         --labels 8,32,128,256 --xlabel "BatchFormer's attention group (samples; 256 = the batch)" \
         --out "$RUNS/group_gain.png" ;;
+    report)  # the Markdown of docs/fashion_mnist.md, from the cells run so far
+      "$PY" tools/fashion_mnist_report.py "$RUNS" > "$RUNS/report.md"
+      echo "wrote $RUNS/report.md" ;;
     *) echo "unknown cell $1" >&2; exit 2 ;;
   esac
 }
 
 cells=("$@")
-[ ${#cells[@]} -gt 0 ] || cells=(balanced if100_bs g8 g32 g128 gains if100_ce if100_ldam if10_bs)
+[ ${#cells[@]} -gt 0 ] || cells=(balanced if100_bs g8 g32 g128 gains if100_ce if100_ldam if10_bs
+                                 report)
 for c in "${cells[@]}"; do run "$c"; done

@@ -100,7 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0))
 
   c.model = ml_collections.ConfigDict(dict(
-      name="mlp",  # "mlp" | "cnn" | "convnet" | a ResNet of models/resnet.py ARCHS | a ViT of models/vit.py
+      # "mlp" | "cnn" | "convnet" | a ResNet of models/resnet.py ARCHS | a ViT of models/vit.py
+      name="mlp",
       width=128, depth=2,  # mlp / cnn / convnet only
       width_mult=1.0,  # ResNets: stage width multiplier (RIDE's reduced dims)
       dtype="float32",  # compute dtype; "bfloat16" on accelerators

@@ -2,9 +2,9 @@
 the gradient of each group's loss lands (the paper's "head classes help tail classes" argument).
 
 Task-independent: a task gives the probe batch's BatchFormer input features, labels and each
-sample's group (many/medium/few or head/mid/tail, ``data.class_groups``), the layer, and a per-row loss of the
-BatchFormer stream. Everything is computed on the whole (gathered) probe batch, where the layer's
-global and group scopes are what it computes across devices.
+sample's group (many/medium/few or head/mid/tail, ``data.class_groups``), the layer, and a per-row
+loss of the BatchFormer stream. Everything is computed on the whole (gathered) probe batch, where
+the layer's global and group scopes are what it computes across devices.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class Prober:
   """Probes a run's state on fixed probe batches and writes what it finds into the workdir.
 
   ``batches``: this process's part of each global probe batch; ``train_counts_K``: training
-  images per class (the groups of ``data.class_groups``). The layer's scope comes from ``config.bf``.
+  images per class (the groups of ``data.class_groups``). The layer's scope comes from
+  ``config.bf``.
   """
 
   def __init__(self, config, batches: list[dict[str, np.ndarray]], train_counts_K: np.ndarray,
