@@ -67,10 +67,11 @@ def _train_one(config, run_dir: pathlib.Path, keep: bool) -> tuple[dict, float |
     done = finished_result(run_dir)
     if done is not None and done.get("step") == config.total_steps:
       return done, None
+  resumed = (run_dir / "checkpoints").is_dir()  # then it took longer than this start
   t0 = time.time()
   result = classify.run(config, run_dir)
   seconds = time.time() - t0
-  (run_dir / TIME_FILE).write_text(json.dumps({"seconds": seconds}))
+  (run_dir / TIME_FILE).write_text(json.dumps({"seconds": seconds, "resumed": resumed}))
   return result, seconds
 
 
@@ -136,9 +137,10 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
 
 
 def _mean_seconds(runs: list[compare.Run]) -> float | None:
-  """The mean wall time of the runs that recorded one (every run the demo trained does)."""
-  times = [json.loads((r.path / TIME_FILE).read_text())["seconds"] for r in runs
-           if (r.path / TIME_FILE).exists()]
+  """The mean wall time of the runs the demo trained in one go (a resumed run's is partial)."""
+  records = [json.loads((r.path / TIME_FILE).read_text()) for r in runs
+             if (r.path / TIME_FILE).exists()]
+  times = [t["seconds"] for t in records if not t.get("resumed")]
   return float(np.mean(times)) if times else None
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import ROOT
 
-from bf_jax import demo
+from bf_jax import compare, demo
 
 
 @pytest.mark.slow  # trains 4 short runs
@@ -87,3 +87,15 @@ def test_the_demo_refuses_what_it_cannot_honour_before_training(tmp_path, capsys
     demo.main(["--workdir", str(tmp_path / "demo"), *argv])
   assert exit_.value.code == 2 and message in capsys.readouterr().err
   assert not (tmp_path / "demo").exists()
+
+
+def test_time_per_run_leaves_out_resumed_runs(tmp_path):
+  runs = []
+  for name, record in (("a", {"seconds": 10.0, "resumed": False}), ("b", {"seconds": 20.0}),
+                       ("c", {"seconds": 3.0, "resumed": True}), ("d", None)):
+    (tmp_path / name).mkdir()
+    if record is not None:
+      (tmp_path / name / demo.TIME_FILE).write_text(json.dumps(record))
+    runs.append(compare.Run(tmp_path / name, {}, {}, {}))
+  assert demo._mean_seconds(runs) == 15.0  # c started from a checkpoint, d has no record
+  assert demo._mean_seconds(runs[2:]) is None
