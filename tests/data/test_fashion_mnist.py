@@ -1,5 +1,7 @@
-"""Fashion-MNIST from its IDX files: the reader on files the test writes, the long-tailed split,
-and the messages for missing or damaged files. The real files are never needed."""
+"""Fashion-MNIST from its IDX files or a TFDS preparation: the reader on files the test writes,
+the long-tailed split (the same on both roads), the messages for missing or damaged files, and a
+run trained from a real TFDS array_record preparation (tests/golden/tfds). The real files are
+never needed."""
 
 import numpy as np
 import pytest
