@@ -280,36 +280,44 @@ def plot_differences(report: dict[str, Any], path: str | pathlib.Path) -> None:
   plots.save(fig, path)
 
 
-def plot_gains(folders: list[str | pathlib.Path], labels: list[str], metric: str,
-               path: str | pathlib.Path, xlabel: str = "") -> list[dict[str, float]]:
-  """One comparison per folder (its ``compare.json``): the mean paired difference of ``metric``
-  and its 95% interval against ``labels`` (e.g. BatchFormer's group size); returns the points."""
+def plot_gains(folders: list[str | pathlib.Path], labels: list[str], metrics: list[str],
+               path: str | pathlib.Path, xlabel: str = "") -> dict[str, list[dict[str, float]]]:
+  """One comparison per folder (its ``compare.json``): each metric's mean paired difference and
+  its 95% interval against ``labels`` (e.g. BatchFormer's group size), one line per metric;
+  returns the points, by metric."""
   if len(folders) != len(labels):
     raise ValueError(f"{len(folders)} comparison folders but {len(labels)} labels; give one "
                      f"label per folder.")
-  points = []
+  metrics = list(dict.fromkeys(metrics))  # each once
+  points: dict[str, list[dict[str, float]]] = {m: [] for m in metrics}
   for folder in folders:
     file = pathlib.Path(folder) / "compare.json"
     if not file.exists():
       raise FileNotFoundError(f"{file} does not exist; give folders a comparison was written to "
                               f"(python -m bf_jax.demo or python -m bf_jax.compare --out).")
-    metrics = json.loads(file.read_text())["metrics"]
-    if metric not in metrics:
-      raise ValueError(f"{file} has no metric {metric!r}; it has {sorted(metrics)}.")
-    s = metrics[metric]
-    points.append({k: s["scale"] * s[k] for k in ("mean", "ci_low", "ci_high")} | {"n": s["n"]})
+    stats_of = json.loads(file.read_text())["metrics"]
+    for metric in metrics:
+      if metric not in stats_of:
+        raise ValueError(f"{file} has no metric {metric!r}; it has {sorted(stats_of)}.")
+      s = stats_of[metric]
+      points[metric].append({k: s["scale"] * s[k] for k in ("mean", "ci_low", "ci_high")} |
+                            {"n": s["n"]})
   plt = plots.pyplot()
-  fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(labels) + 1.5), 3.4), dpi=120)
-  x = np.arange(len(labels))
-  means = np.array([p["mean"] for p in points])
-  ax.errorbar(x, means, yerr=[means - [p["ci_low"] for p in points],
-                              [p["ci_high"] for p in points] - means],
-              fmt="o-", color="tab:blue", capsize=4)
+  fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2.0), 3.6), dpi=120)
+  width = 0.5 / len(metrics)  # the metrics' points side by side at each label
+  for i, (metric, pts) in enumerate(points.items()):
+    x = np.arange(len(labels)) + (i - (len(metrics) - 1) / 2) * width
+    means = np.array([p["mean"] for p in pts])
+    ax.errorbar(x, means, yerr=[means - [p["ci_low"] for p in pts],
+                                [p["ci_high"] for p in pts] - means],
+                fmt="o-", capsize=3, label=metric)
   ax.axhline(0.0, color="gray", lw=0.8)
-  ax.set_xticks(x, labels)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(f"{metric}: paired difference\n(percentage points, 95% CI)", fontsize=9)
-  ax.set_title(f"{points[0]['n']} paired seeds per point", fontsize=10)
+  ax.set_xticks(np.arange(len(labels)), labels)
+  ax.set_xlabel(xlabel, fontsize=9)
+  ax.set_ylabel("paired difference\n(percentage points, 95% CI)", fontsize=9)
+  ax.set_title(f"{points[metrics[0]][0]['n']} paired seeds per point", fontsize=10)
+  if len(metrics) > 1:
+    ax.legend(fontsize=8)
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   plots.save(fig, path)
@@ -343,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
                       "compare.json each, plotted as one metric's gain against --labels into "
                       "--out (a .png)")
   parser.add_argument("--labels", default="", help="--gains: one label per folder, comma-separated")
-  parser.add_argument("--metric", default="acc", help="--gains: the metric plotted")
+  parser.add_argument("--metrics", default="acc", help="--gains: the metrics plotted, "
+                      "comma-separated (one line each)")
   parser.add_argument("--xlabel", default="", help="--gains: the x axis' title")
   parser.add_argument("--names", default="baseline,+BatchFormer", help="the arms' names")
   parser.add_argument("--out", default=None, help="folder for compare.md/.json/.png (default: "
@@ -354,12 +363,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.out or not args.out.endswith(".png"):
       parser.error(f"--gains needs --out FILE.png (got --out={args.out})")
     try:
-      points = plot_gains(args.gains, args.labels.split(","), args.metric, args.out, args.xlabel)
+      points = plot_gains(args.gains, args.labels.split(","), args.metrics.split(","), args.out,
+                          args.xlabel)
     except (FileNotFoundError, ValueError) as e:
       parser.exit(2, f"error: {e}\n")
-    for label, p in zip(args.labels.split(","), points):
-      print(f"{label}: {args.metric} {p['mean']:+.2f} (95% CI {p['ci_low']:+.2f} to "
-            f"{p['ci_high']:+.2f}, n={p['n']})")
+    for metric, pts in points.items():
+      for label, p in zip(args.labels.split(","), pts):
+        print(f"{label}: {metric} {p['mean']:+.2f} (95% CI {p['ci_low']:+.2f} to "
+              f"{p['ci_high']:+.2f}, n={p['n']})")
     print(f"wrote {args.out}")
     return
   if not args.baseline or not args.treatment:

@@ -168,20 +168,25 @@ def test_gains_plot_one_point_per_comparison_with_its_interval(tmp_path, capsys)
   folders = []
   for g, gain in ((8, 0.0), (32, 0.01)):
     for seed in range(3):
-      _run(tmp_path / f"g{g}" / f"off{seed}", seed, {"acc": 0.8 + 0.01 * seed})
-      _run(tmp_path / f"g{g}" / f"on{seed}", seed, {"acc": 0.8 + gain + 0.002 * seed}, bf=True)
+      _run(tmp_path / f"g{g}" / f"off{seed}", seed, {"acc": 0.8 + 0.01 * seed, "tail_acc": 0.5})
+      _run(tmp_path / f"g{g}" / f"on{seed}", seed, {"acc": 0.8 + gain + 0.002 * seed,
+                                                    "tail_acc": 0.5 + gain}, bf=True)
     compare.main(["--baseline", str(tmp_path / f"g{g}" / "off*"), "--treatment",
                   str(tmp_path / f"g{g}" / "on*"), "--out", str(tmp_path / f"c{g}")])
     folders.append(str(tmp_path / f"c{g}"))
   capsys.readouterr()
-  compare.main(["--gains", *folders, "--labels", "8,32", "--out", str(tmp_path / "gain.png")])
+  compare.main(["--gains", *folders, "--labels", "8,32", "--metrics", "acc,tail_acc",
+                "--out", str(tmp_path / "gain.png")])
   lines = capsys.readouterr().out.splitlines()
+  assert [line.split(" (")[0] for line in lines[2:4]] == ["8: tail_acc +0.00",
+                                                         "32: tail_acc +1.00"]
   # Differences: -0.0, -0.8, -1.6 points (group 8) and +1.0, +0.2, -0.6 (group 32).
   assert lines[0].startswith("8: acc -0.80 (95% CI -2.79 to +1.19, n=3)")
   assert lines[1].startswith("32: acc +0.20 (95% CI -1.79 to +2.19, n=3)")
   assert (tmp_path / "gain.png").stat().st_size > 0
   for argv, message in ((["--labels", "8"], "2 comparison folders but 1 labels"),
-                        (["--labels", "8,32", "--metric", "few_acc"], "has no metric 'few_acc'")):
+                        (["--labels", "8,32", "--metrics", "acc,few_acc"],
+                         "has no metric 'few_acc'")):
     with pytest.raises(SystemExit) as e:
       compare.main(["--gains", *folders, "--out", str(tmp_path / "x.png"), *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err

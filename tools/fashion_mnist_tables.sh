@@ -37,7 +37,8 @@ run() {
       cell "if100_bs_$1" "loss=balanced_softmax,scope=${1#g}" --baseline "$RUNS/if100_bs" ;;
     gains)
       "$PY" -m bf_jax.compare --gains "$RUNS"/if100_bs_g{8,32,128} "$RUNS/if100_bs" \
-        --labels 8,32,128,256 --xlabel "BatchFormer's attention group (samples; 256 = the batch)" \
+        --labels 8,32,128,256 --metrics acc,head_acc,mid_acc,tail_acc \
+        --xlabel "BatchFormer's attention group (samples; 256 = the batch)" \
         --out "$RUNS/group_gain.png" ;;
     report)  # the Markdown of docs/fashion_mnist.md, from the cells run so far
       "$PY" tools/fashion_mnist_report.py "$RUNS" > "$RUNS/report.md"
