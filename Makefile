@@ -24,13 +24,18 @@ demo: venv
 	$(PY) -m bf_jax.demo --workdir runs/demo --seeds 10
 
 # Fashion-MNIST-LT, the tables of docs/fashion_mnist.md (hours on 2 cores; finished runs are kept,
-# so a stopped sweep resumes). Installs Debian's dataset-fashion-mnist when DATA_DIR lacks the
-# files (as root, or through sudo); CELLS picks some cells (tools/fashion_mnist_tables.sh).
-DATA_DIR ?= /usr/share/datasets/fashion-mnist
+# so a stopped sweep resumes). DATA_DIR: the four IDX files or a TFDS preparation; by default
+# Debian's folder, installed (dataset-fashion-mnist, as root or through sudo) when missing.
+# CELLS picks some cells (tools/fashion_mnist_tables.sh).
+FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist
+DATA_DIR ?= $(FMNIST_DEBIAN)
 fashion-mnist: venv
-	@test -f $(DATA_DIR)/train-images-idx3-ubyte.gz || { \
+	@if [ ! -e "$(DATA_DIR)/train-images-idx3-ubyte.gz" ] && [ ! -e "$(DATA_DIR)/train-images-idx3-ubyte" ] \
+	    && [ ! -d "$(DATA_DIR)/fashion_mnist" ]; then \
+	  if [ "$(DATA_DIR)" != "$(FMNIST_DEBIAN)" ]; then \
+	    echo "error: DATA_DIR=$(DATA_DIR) holds neither Fashion-MNIST's four IDX files nor a TFDS fashion_mnist/; put them there, or leave DATA_DIR out to install Debian's dataset-fashion-mnist"; exit 2; fi; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; fi
 	PY=$(PY) DATA_DIR=$(DATA_DIR) tools/fashion_mnist_tables.sh $(CELLS)
 
 # 8 forced CPU devices are set by tests/conftest.py before JAX starts. Two pytest workers: most
