@@ -24,6 +24,7 @@ import json
 import logging
 import pathlib
 import shutil
+import textwrap
 import time
 from typing import Callable
 
@@ -132,7 +133,8 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
   plots.plot_per_class(
       {arm: (runs[0][0], np.nanmean([acc for _, acc in runs], axis=0))
        for arm, runs in per_class_runs.items()}, workdir / "per_class_accuracy.png",
-      title=f"{pathlib.Path(config_path).stem}{' ' + arg if arg else ''}, mean over {seeds} seeds")
+      title=textwrap.fill(f"{pathlib.Path(config_path).stem}{' ' + arg if arg else ''}, mean "
+                          f"over {seeds} seeds", 72))
   return report
 
 

@@ -75,10 +75,11 @@ def tables(text: str) -> list[str]:
           for m in re.finditer(r"^(?:\|.*\|\n)+", text, flags=re.MULTILINE)]
 
 
-def test_readme_measured_tables_match_the_demo_page():
-  """README repeats the measured tables of docs/demo.md: a copy that drifts would misreport."""
-  demo = (ROOT / "docs" / "demo.md").read_text()
+def test_readme_measured_tables_match_the_pages_that_measured_them():
+  """README repeats measured tables of docs/demo.md and docs/fashion_mnist.md: a copy that
+  drifts would misreport."""
+  pages = "".join((ROOT / "docs" / name).read_text() for name in ("demo.md", "fashion_mnist.md"))
   measured = [t for t in tables(README) if not t.startswith("| task |")]
-  assert len(measured) == 4, "expected the demo, attention, gradient and PaCo tables"
-  stale = [t.split("\n")[0] for t in measured if t not in demo]
-  assert not stale, f"these README tables differ from docs/demo.md's (measured there): {stale}"
+  assert len(measured) == 4, "expected the demo, attention, Fashion-MNIST and PaCo tables"
+  stale = [t.split("\n")[0] for t in measured if t not in pages]
+  assert not stale, f"these README tables differ from the docs pages that measured them: {stale}"
