@@ -34,6 +34,7 @@ from bf_jax import compare
 from bf_jax.tasks import classify
 from bf_jax.trainer import plots, probe_stats, writers
 from bf_jax.trainer.run import check_config, finished_result
+from bf_jax.trainer.run_record import allowed_changes
 
 METRICS = (("acc", "overall"), ("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few"),
            ("head_acc", "head"), ("mid_acc", "mid"), ("tail_acc", "tail"))
@@ -60,14 +61,21 @@ def _train_one(config, run_dir: pathlib.Path, keep: bool) -> tuple[dict, float |
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, never a resume
   else:
     try:  # a run of another config is never taken as this one's
-      check_config(config, run_dir)
+      diffs = check_config(config, run_dir)
     except ValueError as e:
       raise ValueError(f"--keep: {run_dir} holds a run of another config, which is never kept as "
                        f"this one's: give another --workdir, or drop --keep to train every run "
                        f"afresh. {e}") from None
     done = finished_result(run_dir)
-    if done is not None and done.get("step") == config.total_steps:
-      return done, None
+    if done is not None:
+      # Records without a checkpoint (copied from benchmarks/results) are checked here.
+      changed = sorted(set(diffs) - set(allowed_changes(config)))
+      if changed:
+        raise ValueError(f"--keep: {run_dir} finished with another config ({', '.join(changed)} "
+                         f"differ); give another --workdir, or drop --keep to train every run "
+                         f"afresh.")
+      if done.get("step") == config.total_steps:
+        return done, None
   resumed = (run_dir / "checkpoints").is_dir()  # then it took longer than this start
   t0 = time.time()
   result = classify.run(config, run_dir)

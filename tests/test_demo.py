@@ -1,6 +1,7 @@
 """The main job: both arms per seed, paired, on the embedded digits (shortened runs)."""
 
 import json
+import shutil
 
 import pytest
 from helpers import ROOT
@@ -59,6 +60,16 @@ def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path)
                                        r"config.*total_steps: 20 \(recorded\) -> 30"):
     demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=longer, keep=True)
   assert (run / "result.json").stat().st_mtime_ns == stamp  # nothing lost
+  # A finished run's records without its checkpoint (copied into the repository) are kept, and
+  # checked the same way.
+  shutil.rmtree(tmp_path / "cell" / "bf_off_seed0" / "checkpoints")
+  assert demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=shorten, keep=True)[
+      "metrics"]["acc"]["diffs"] == first["metrics"]["acc"]["diffs"]
+  with pytest.raises(ValueError, match=r"--keep: .*bf_off_seed0 finished with another config "
+                                       r"\(total_steps differ\)"):
+    demo.run_arms(config_path, tmp_path / "cell", seeds=1, adjust=longer, keep=True)
+  assert json.loads((tmp_path / "cell" / "bf_off_seed0" / "result.json").read_text())[
+      "step"] == 20  # not trained over
 
   def grouped(config):
     shorten(config)

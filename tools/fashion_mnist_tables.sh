@@ -40,6 +40,23 @@ run() {
         --labels 8,32,128,256 --metrics acc,head_acc,mid_acc,tail_acc \
         --xlabel "BatchFormer's attention group (samples; 256 = the batch)" \
         --out "$RUNS/group_gain.png" ;;
+    archive)  # the finished runs' records, no checkpoints, into the repository (restore: cp -r)
+      for result in "$RUNS"/*/result.json "$RUNS"/*/*/result.json; do
+        [ -f "$result" ] || continue
+        run=$(dirname "$result"); dest=benchmarks/results/fashion_mnist/${run#"$RUNS"/}
+        mkdir -p "$dest"
+        for f in result.json per_class.json config.json config_history.jsonl init.json \
+                 probe.json wall_time.json; do
+          if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/"; fi
+        done
+      done
+      for cell in "$RUNS"/*/; do  # a cell's comparison, where it has one
+        [ -f "$cell/compare.json" ] || continue
+        dest=benchmarks/results/fashion_mnist/$(basename "$cell"); mkdir -p "$dest"
+        cp "$cell"/compare.json "$cell"/compare.md "$dest/"
+        if [ -f "$cell/probe.md" ]; then cp "$cell/probe.md" "$dest/"; fi
+      done
+      echo "copied the records into benchmarks/results/fashion_mnist" ;;
     report)  # the Markdown of docs/fashion_mnist.md, from the cells run so far
       "$PY" tools/fashion_mnist_report.py "$RUNS" > "$RUNS/report.md"
       echo "wrote $RUNS/report.md" ;;

@@ -186,10 +186,11 @@ class Run:
     return self.finished
 
 
-def check_config(config, workdir: str | pathlib.Path) -> None:
+def check_config(config, workdir: str | pathlib.Path) -> dict[str, tuple[Any, Any]]:
   """Raises when ``workdir`` records another config (``run_record.check``), before anything is
-  written: a sweep checks every run's workdir before it starts the first."""
-  run_record.check(config, workdir)
+  written: a sweep checks every run's workdir before it starts the first. Returns the recorded
+  differences it let through (all of them when the workdir holds no checkpoint)."""
+  return run_record.check(config, workdir)
 
 
 def finished_result(workdir: str | pathlib.Path) -> dict[str, Any] | None:
