@@ -29,6 +29,7 @@ smoke (a few steps on a tiny long tail), data_dir=PATH (the folder of the four f
 Debian's /usr/share/datasets/fashion-mnist).
 """
 
+from bf_jax.data import long_tail
 from bf_jax.tasks import base_config
 from bf_jax.trainer.config_base import paper_scope, parse_arg, shrink_for_smoke
 
@@ -52,11 +53,11 @@ def get_config(arg: str | None = None):
   c.model.update(name="convnet", width=16, depth=2)
   c.bf.enabled = arg.bf
   c.batch_size, c.eval_batch_size = 256, 1000
-  n_train = sum(int(PER_CLASS * arg.imbalance ** (-i / 9)) for i in range(10))
-  c.total_steps = EPOCHS * n_train // c.batch_size // 10 * 10  # whole tens: the log interval
+  n_train = sum(long_tail.class_counts(10, PER_CLASS, arg.imbalance))
+  c.total_steps = EPOCHS * n_train // c.batch_size // 10 * 10  # rounded down to whole tens
   c.eval_every_steps, c.log_every_steps = 0, 100  # evaluated at the end (no val set to select)
   c.ckpt.every_steps = 0  # a run takes minutes: a checkpoint at the end is enough
-  # steps_per_dispatch stays 1: XLA's CPU backend runs these convolutions about 9x slower
+  # steps_per_dispatch stays 1: XLA's CPU backend runs these convolutions about 8x slower
   # inside a scan (measured, docs/fashion_mnist.md).
   c.optim.update(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                  warmup_steps=50)
