@@ -14,6 +14,8 @@ Any classifier config (``--config``, ``--arg``) makes a cell of a table this way
 Fashion-MNIST-LT's (tools/fashion_mnist_tables.sh): ``--keep`` keeps finished runs and trains the
 rest, so a sweep stopped anywhere resumes; ``--baseline DIR`` takes the baseline arm from another
 cell (one baseline for several treatments); ``--per_class`` compares every class's accuracy too.
+``--first_seed N`` trains seeds N.. only, so several processes or machines share one cell (each
+its own range of seeds); one more call with ``--keep`` and no ``--first_seed`` compares them all.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def _train_one(config, run_dir: pathlib.Path, keep: bool) -> tuple[dict, float |
 
 def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
              adjust: Callable | None = None, arg: str = "", keep: bool = False,
-             baseline: str | pathlib.Path | None = None, per_class: bool = False) -> dict:
+             baseline: str | pathlib.Path | None = None, per_class: bool = False,
+             first_seed: int = 0) -> dict | None:
   """Trains both arms for seeds 0..seeds-1, writes the comparison; its report.
 
   ``adjust(config)`` edits each config before it trains (tests shorten the runs with it);
@@ -94,18 +97,20 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
   runs of the same config and train the rest (a table spread over several sessions), instead of
   fresh runs. ``baseline``: the baseline arm is that folder's finished ``bf_off_seed*`` runs (one
   baseline shared by several treatments). ``per_class``: each class's accuracy is compared too.
+  ``first_seed``: train seeds first_seed..seeds-1 only and compare nothing (None): a share of a
+  cell that other processes train the rest of.
   """
   workdir = pathlib.Path(workdir)
   baseline = None if baseline is None else pathlib.Path(baseline)
   if baseline is not None:  # checked before anything trains
-    dirs = [_arm_dir(workdir, "off", seed, baseline) for seed in range(seeds)]
+    dirs = [_arm_dir(workdir, "off", seed, baseline) for seed in range(first_seed, seeds)]
     missing = [str(d) for d in dirs if finished_result(d) is None]
     if missing:
       raise FileNotFoundError(f"--baseline {baseline}: {', '.join(missing)} is not a finished "
                               f"run; train that cell first (its own python -m bf_jax.demo).")
   per_class_runs: dict[str, list] = {arm: [] for arm, _ in ARMS}
   t0 = time.time()
-  for seed in range(seeds):
+  for seed in range(first_seed, seeds):
     for arm, bf in ARMS:
       run_dir = _arm_dir(workdir, bf, seed, baseline)
       config = load_config(config_path, ",".join(filter(None, (f"bf={bf},seed={seed}", arg))))
@@ -127,6 +132,8 @@ def run_arms(config_path: str, workdir: str | pathlib.Path, seeds: int,
       print(f"[{time.time() - t0:5.0f}s] {arm:13s} seed {seed} ({how}): " +
             " ".join(f"{name} {100 * result[key]:.1f}" for key, name in METRICS if key in result),
             flush=True)
+  if first_seed:
+    return None
   # This call's runs only: a workdir may still hold seeds of an earlier, longer demo.
   arms = [compare.find_runs([str(_arm_dir(workdir, bf, seed, baseline)) for seed in range(seeds)])
           for _, bf in ARMS]
@@ -187,9 +194,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--baseline", default=None, help="take the baseline arm from this "
                       "folder's finished bf_off_seed* runs (a baseline shared by several cells)")
   parser.add_argument("--per_class", action="store_true", help="compare each class's accuracy")
+  parser.add_argument("--first_seed", type=int, default=0, help="train seeds first_seed..seeds-1 "
+                      "only and compare nothing (share a cell between processes; then one call "
+                      "with --keep compares all)")
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds={args.seeds} must be at least 1")
+  if not 0 <= args.first_seed < args.seeds:
+    parser.error(f"--first_seed={args.first_seed} must be in 0..--seeds-1 ({args.seeds - 1}): "
+                 f"this call trains seeds first_seed..seeds-1")
   owned = sorted({item.partition("=")[0] for item in args.arg.split(",")} & {"bf", "seed"})
   if owned:
     parser.error(f"--arg={args.arg!r} sets {owned}, which the demo sets itself (bf=off and "
@@ -202,7 +215,11 @@ def main(argv: list[str] | None = None) -> None:
   writers.setup_logging(logging.WARNING)  # the demo prints its own one line per run
   t0 = time.time()
   report = run_arms(args.config, args.workdir, args.seeds, arg=args.arg, keep=args.keep,
-                    baseline=args.baseline, per_class=args.per_class)
+                    baseline=args.baseline, per_class=args.per_class, first_seed=args.first_seed)
+  if report is None:
+    print(f"\ntrained seeds {args.first_seed}..{args.seeds - 1}; once every seed is finished, the "
+          f"same command with --keep and without --first_seed compares them all")
+    return
   print("\n" + compare.markdown(report))
   timed = {arm: s for arm, s in report["seconds_per_run"].items() if s is not None}
   if timed:

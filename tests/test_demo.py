@@ -37,7 +37,7 @@ def test_demo_pairs_the_arms_and_writes_the_comparison(tmp_path):
   assert "| queries \\ keys |" in (tmp_path / "probe.md").read_text()
 
 
-@pytest.mark.slow  # trains 3 short runs
+@pytest.mark.slow  # trains 5 short runs
 def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path):
   config_path = str(ROOT / "configs" / "digits_lt.py")
 
@@ -52,6 +52,16 @@ def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path)
   assert (run / "result.json").stat().st_mtime_ns == stamp  # kept, not trained again
   assert again["metrics"]["acc"]["diffs"] == first["metrics"]["acc"]["diffs"]
   assert set(again["seconds_per_run"]) == {"baseline", "+BatchFormer"}
+  # A share of the cell: seed 1 only, no comparison; then one call with --keep compares both.
+  compared = (tmp_path / "cell" / "compare.json").stat().st_mtime_ns
+  assert demo.run_arms(config_path, tmp_path / "cell", seeds=2, adjust=shorten, keep=True,
+                       first_seed=1) is None
+  assert (run / "result.json").stat().st_mtime_ns == stamp
+  share = tmp_path / "cell" / "bf_on_seed1" / "result.json"
+  share_stamp = share.stat().st_mtime_ns
+  assert (tmp_path / "cell" / "compare.json").stat().st_mtime_ns == compared
+  both = demo.run_arms(config_path, tmp_path / "cell", seeds=2, adjust=shorten, keep=True)
+  assert both["pairs"] == ["seed 0", "seed 1"] and share.stat().st_mtime_ns == share_stamp
 
   def longer(config):
     config.total_steps, config.optim.warmup_steps = 30, 0
@@ -81,8 +91,8 @@ def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path)
   assert report["checks"]["config_differs"] == {}  # bf.scope is part of the treatment
   assert report["metrics"]["acc"]["baseline_mean"] == first["metrics"]["acc"]["baseline_mean"]
   assert {f"class{c}_acc" for c in range(10)} <= set(report["metrics"])
-  with pytest.raises(FileNotFoundError, match=r"--baseline .*bf_off_seed1 is not a finished run"):
-    demo.run_arms(config_path, tmp_path / "g8", seeds=2, adjust=grouped,
+  with pytest.raises(FileNotFoundError, match=r"--baseline .*bf_off_seed2 is not a finished run"):
+    demo.run_arms(config_path, tmp_path / "g8", seeds=3, adjust=grouped,
                   baseline=tmp_path / "cell")
   assert not (tmp_path / "g8" / "bf_on_seed1").exists()  # refused before training
 
@@ -92,6 +102,7 @@ def test_keep_trains_only_what_is_missing_and_a_baseline_can_be_shared(tmp_path)
     (["--arg", "seed=3"], "sets ['seed'], which the demo sets itself"),
     (["--arg", "smok"], "config arg 'smok' is unknown"),
     (["--config", "configs/no_such.py"], "No such file or directory"),
+    (["--seeds", "4", "--first_seed", "4"], "--first_seed=4 must be in 0..--seeds-1 (3)"),
 ])
 def test_the_demo_refuses_what_it_cannot_honour_before_training(tmp_path, capsys, argv, message):
   with pytest.raises(SystemExit) as exit_:
