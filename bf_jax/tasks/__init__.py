@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
-from bf_jax.trainer import config_base
+from bf_jax.trainer import compile_cache, config_base
 
 # name -> package, in the order the docs list them.
 REGISTRY = {
@@ -58,4 +58,5 @@ def run(config, workdir: str | pathlib.Path, devices: Sequence[jax.Device] | Non
   ``devices`` restricts the mesh (tests compare 1 and 8 devices); ``stop_at`` ends the run early
   at that step with a checkpoint, as a preemption would (rerun to resume).
   """
+  compile_cache.setup(config.compile_cache_dir)  # before anything compiles
   return get(config.task).run(config, workdir, devices, stop_at)

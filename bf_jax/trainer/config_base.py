@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Fields a restart may change against the workdir's config.json, comma-separated, e.g.
   # "total_steps,eval_every_steps" (trainer/run_record.py); any other difference stops the run.
   c.resume_changes = ""
+  # JAX's persistent compilation cache (trainer/compile_cache.py): a restarted run loads its
+  # programs instead of compiling them. Programs go in a subfolder per jax version and CPU model;
+  # "" compiles without. JAX_COMPILATION_CACHE_DIR, where set, wins.
+  c.compile_cache_dir = "~/.cache/bf_jax/jax"
 
   c.bf = ml_collections.ConfigDict(dict(
       enabled=True,

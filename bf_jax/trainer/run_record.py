@@ -39,9 +39,10 @@ _MISSING = "<absent>"
 # Fields that may differ without changing the math: a restart may change them, and two arms of a
 # paired comparison may differ in them. The probe only reads the model; remat changes what the
 # backward pass recomputes, not what it computes; a batch is the same for any number of workers;
-# a scan over k steps computes the k steps; the class groups only sort the reported accuracies.
+# a scan over k steps computes the k steps; the class groups only sort the reported accuracies;
+# a cached program is the program compiled.
 MATH_FREE = ("resume_changes", "probe.enabled", "probe.batches", "probe.seed", "model.remat",
-             "data.workers", "steps_per_dispatch", "data.class_groups")
+             "data.workers", "steps_per_dispatch", "data.class_groups", "compile_cache_dir")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
