@@ -47,6 +47,7 @@ class Case:
   batch: int | None = None  # None: the config's own global batch
   streams_only: bool = False  # V2: the two streams with the BatchFormer layers as identities
   attention: str = "auto"  # the layers' own rule, or forced: "whole" or "chunks" (global scope)
+  scan_layers: bool = False  # model.scan_layers (bf_jax/bench/compile.py compares the two)
 
   @property
   def name(self) -> str:
@@ -72,7 +73,15 @@ def load_config(name: str, arg: str):
 
 def compiled_step(case: Case, devices: Sequence[jax.Device]):
   """(compiled train step, config, the BatchFormers) of ``case`` on ``devices``."""
+  step, state, batch, c, bfs = train_step(case, devices)
+  return step.lower(state, batch, np.int32(0)).compile(), c, bfs
+
+
+def train_step(case: Case, devices: Sequence[jax.Device]):
+  """(jitted train step, its replicated state, the batch's abstract shapes, config, the
+  BatchFormers) of ``case`` on ``devices``."""
   c = load_config(case.config, case.arg)
+  c.model.scan_layers = case.scan_layers
   if case.batch:
     c.batch_size = case.batch
   mesh = sharding.make_mesh(list(devices))
@@ -99,7 +108,7 @@ def compiled_step(case: Case, devices: Sequence[jax.Device]):
   batch = {"image": jax.ShapeDtypeStruct((c.batch_size, size, size, 3), jnp.float32,
                                          sharding=batch_sharding),
            "label": jax.ShapeDtypeStruct((c.batch_size,), jnp.int32, sharding=batch_sharding)}
-  return step.lower(state, batch, np.int32(0)).compile(), c, bfs
+  return step, state, batch, c, bfs
 
 
 def measure(case: Case, devices: Sequence[jax.Device]) -> dict:

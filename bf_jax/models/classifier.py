@@ -92,7 +92,9 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
     return build_vit(model_cfg.name, size, model_cfg.patch, chans, num_classes,
                      drop_path=model_cfg.drop_path, insert_after=insert_after,
                      shared_bf=bf_cfg.shared_layers, bf_kwargs=bf_kwargs,
-                     dtype=DTYPES[model_cfg.dtype], rngs=rngs, remat=model_cfg.remat)
+                     dtype=DTYPES[model_cfg.dtype], rngs=rngs, remat=model_cfg.remat,
+                     scan_layers=model_cfg.scan_layers,
+                     split_after=tuple(bf_cfg.insert_after))  # both arms alike
   if model_cfg.experts:
     if freeze_backbone:
       raise ValueError("init.freeze_backbone is for the single-head classifier, not RIDE "

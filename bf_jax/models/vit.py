@@ -12,6 +12,12 @@ batch into [original stream; BatchFormer stream], the later ones transform the s
 only, and every block and the head are shared by the two streams. ``eval_logits`` never runs a
 BatchFormer: the evaluated network is the plain ViT.
 
+``scan_layers``: each run of blocks between insertion points is one ``lax.scan`` over its
+blocks' stacked parameters (``block_stacks``), so XLA compiles one block per run instead of
+every block; a run ends at each insertion point because the batch doubles there. The blocks
+start from the same values as unrolled (they are built unrolled, then stacked), and
+``unrolled_params`` / ``scanned_params`` convert a parameter tree between the two layouts.
+
 ``remat="streams"`` recomputes, in the backward pass, the blocks that run on both streams
 instead of keeping their activations: the second stream then costs compute, not the memory of a
 doubled batch (``"all"``: every block, for a baseline kept on the same footing).
@@ -50,13 +56,14 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=True)
 
 
-def drop_path(x_BxTxC: jax.Array, rate: float, key: jax.Array | None,
+def drop_path(x_BxTxC: jax.Array, rate: float | jax.Array, key: jax.Array | None,
               rows_B: jax.Array | None = None) -> jax.Array:
   """Stochastic depth: each sample's residual branch is dropped with probability ``rate`` and
   the kept ones scaled by 1 / (1 - rate). A sample's coin is keyed by its global row
   (``rows_B``; default 0..B-1), so every device draws independently and any device count draws
-  what one device draws. No key (eval) or rate 0: the identity."""
-  if key is None or rate == 0.0:
+  what one device draws. No key (eval) or rate 0: the identity (a traced rate of 0, in a
+  scan, keeps every sample at scale 1)."""
+  if key is None or (isinstance(rate, float) and rate == 0.0):
     return x_BxTxC
   if rows_B is None:
     rows_B = jnp.arange(x_BxTxC.shape[0])
@@ -93,12 +100,45 @@ class Block(nnx.Module):
     self.drop_path_rate = drop_path_rate
 
   def __call__(self, x_BxTxC: jax.Array, key: jax.Array | None = None,
-               rows_B: jax.Array | None = None) -> jax.Array:
+               rows_B: jax.Array | None = None, rate: jax.Array | None = None) -> jax.Array:
+    """``rate``: the drop-path rate when it is an input (a scan's), else the block's own."""
+    rate = self.drop_path_rate if rate is None else rate
     k1, k2 = (None, None) if key is None else jax.random.split(key)
-    x_BxTxC = x_BxTxC + drop_path(self.attn(self.norm1(x_BxTxC)), self.drop_path_rate, k1,
-                                  rows_B)
+    x_BxTxC = x_BxTxC + drop_path(self.attn(self.norm1(x_BxTxC)), rate, k1, rows_B)
     h = self.fc2(gelu(self.fc1(self.norm2(x_BxTxC))))
-    return x_BxTxC + drop_path(h, self.drop_path_rate, k2, rows_B)
+    return x_BxTxC + drop_path(h, rate, k2, rows_B)
+
+
+def segments(depth: int, split_after: Sequence[int]) -> list[tuple[int, int]]:
+  """The runs [start, stop) of blocks a scan covers: split after each insertion point."""
+  ends = sorted({int(i) + 1 for i in split_after if 0 <= int(i) < depth - 1}) + [depth]
+  return list(zip([0] + ends[:-1], ends))
+
+
+def _stack(blocks: Sequence[Block]) -> Block:
+  """One Block whose parameters are the blocks' stacked on a new leading axis."""
+  graphdef, *_ = nnx.split(blocks[0])
+  states = [nnx.split(b)[1] for b in blocks]
+  return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+
+def scanned_params(params: dict, runs: Sequence[tuple[int, int]]) -> dict:
+  """A ViT parameter tree (nested dicts) in the unrolled layout (``blocks``: {i: block}) turned
+  into the scanned one (``block_stacks``: {j: run j's blocks stacked}); the rest as it is."""
+  out = {k: v for k, v in params.items() if k != "blocks"}
+  blocks = params["blocks"]
+  out["block_stacks"] = {
+      j: jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks[i] for i in range(a, b)])
+      for j, (a, b) in enumerate(runs)}
+  return out
+
+
+def unrolled_params(params: dict, runs: Sequence[tuple[int, int]]) -> dict:
+  """The inverse of ``scanned_params``."""
+  out = {k: v for k, v in params.items() if k != "block_stacks"}
+  out["blocks"] = {a + n: jax.tree.map(lambda x, n=n: x[n], params["block_stacks"][j])
+                   for j, (a, b) in enumerate(runs) for n in range(b - a)}
+  return out
 
 
 class ViT(nnx.Module):
@@ -109,7 +149,8 @@ class ViT(nnx.Module):
   def __init__(self, image_size: int, patch: int, in_chans: int, num_classes: int, dim: int,
                depth: int, heads: int, *, mlp_ratio: float = 4.0, drop_path: float = 0.1,
                bfs: nnx.Dict | None = None, axis_name: str | None = None, dtype: Any = None,
-               remat: str = "none", rngs: nnx.Rngs):
+               remat: str = "none", scan_layers: bool = False,
+               split_after: Sequence[int] = (), rngs: nnx.Rngs):
     if remat not in REMAT:
       raise ValueError(f"model.remat={remat!r} must be one of {REMAT}.")
     if image_size % patch:
@@ -120,7 +161,14 @@ class ViT(nnx.Module):
     self.cls_token = nnx.Param(_TRUNC(rngs.params(), (1, 1, dim)))
     self.pos_embed = nnx.Param(_TRUNC(rngs.params(), (1, 1 + grid * grid, dim)))
     rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # DeiT's linear rule
-    self.blocks = nnx.List([Block(dim, heads, mlp_ratio, r, dtype, rngs) for r in rates])
+    blocks = [Block(dim, heads, mlp_ratio, r, dtype, rngs) for r in rates]
+    if scan_layers:  # runs end at the insertion points, with or without a BatchFormer there
+      self.runs = tuple(segments(depth, tuple(split_after) + tuple(int(k) for k in bfs or {})))
+      self.block_stacks = nnx.List([_stack(blocks[a:b]) for a, b in self.runs])
+      self.rates = tuple(tuple(rates[a:b]) for a, b in self.runs)
+    else:
+      self.blocks = nnx.List(blocks)
+    self.scan_layers, self.depth = scan_layers, depth
     self.norm = _norm(dim, dtype, rngs)
     self.head = _linear(dim, num_classes, dtype, rngs)
     self.bfs = bfs if bfs is not None else nnx.Dict()
@@ -141,7 +189,7 @@ class ViT(nnx.Module):
                    ) -> tuple[jax.Array, Any]:
     """Logits of both streams ([2B, K] with BatchFormer, else [B, K]) and their targets."""
     bf_key, path_key = jax.random.split(key)
-    path_keys = jax.random.split(path_key, len(self.blocks))
+    path_keys = jax.random.split(path_key, self.depth)
     # Global rows for drop path: the original stream's, then the BatchFormer stream's after
     # the global batch (as one device holding the whole [orig; BF] batch numbers them).
     b = images.shape[0]
@@ -159,13 +207,44 @@ class ViT(nnx.Module):
         return call(x)
       return run
 
-    blocks = [block_fn(blk, k) for blk, k in zip(self.blocks, path_keys)]
     bfs = v2.by_index(self.bfs)
-    x = v2.run_blocks(blocks, self._tokens(images), bfs, train=True, key=bf_key)
+    if not self.scan_layers:
+      blocks = [block_fn(blk, k) for blk, k in zip(self.blocks, path_keys)]
+      x = v2.run_blocks(blocks, self._tokens(images), bfs, train=True, key=bf_key)
+      return self._logits(x), (v2.duplicate(labels) if bfs else labels)
+    x, first_bf = self._tokens(images), True
+    for stack, rates, (start, stop) in zip(self.block_stacks, self.rates, self.runs):
+      both = x.shape[0] != b
+      x = self._scan(stack, x, path_keys[start:stop], jnp.asarray(rates),
+                     rows_2B if both else rows_B,
+                     self.remat == "all" or (self.remat == "streams" and both))
+      if stop - 1 in bfs:  # as v2.run_blocks inserts, with the same dropout keys
+        x = v2.insert(x, bfs[stop - 1], first=first_bf,
+                      rngs=jax.random.fold_in(bf_key, stop - 1))
+        first_bf = False
     return self._logits(x), (v2.duplicate(labels) if bfs else labels)
+
+  @staticmethod
+  def _scan(stack: Block, x_BxTxC: jax.Array, keys: jax.Array | None, rates: jax.Array,
+            rows_B: jax.Array | None, remat: bool) -> jax.Array:
+    """Runs a stack's blocks in order as one scan; only the activations are carried out."""
+    graphdef, params = nnx.split(stack)
+
+    def body(x, layer):
+      p, k, r = layer
+      return nnx.merge(graphdef, p)(x, k, rows_B, r), None
+
+    if remat:
+      body = jax.checkpoint(body)
+    x_BxTxC, _ = jax.lax.scan(body, x_BxTxC, (params, keys, rates))
+    return x_BxTxC
 
   def eval_logits(self, images: jax.Array) -> jax.Array:
     x = self._tokens(images)
+    if self.scan_layers:
+      for stack, rates in zip(self.block_stacks, self.rates):
+        x = self._scan(stack, x, None, jnp.asarray(rates), None, False)
+      return self._logits(x)
     for blk in self.blocks:
       x = blk(x)
     return self._logits(x)
@@ -173,7 +252,8 @@ class ViT(nnx.Module):
 
 def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes: int, *,
               drop_path: float, insert_after: Sequence[int], shared_bf: bool, bf_kwargs: dict,
-              dtype: Any, rngs: nnx.Rngs, remat: str = "none") -> ViT:
+              dtype: Any, rngs: nnx.Rngs, remat: str = "none", scan_layers: bool = False,
+              split_after: Sequence[int] = ()) -> ViT:
   """A DeiT size by name (``VIT_ARCHS``) with BatchFormers after ``insert_after``."""
   if arch not in VIT_ARCHS:
     raise ValueError(f"model.name={arch!r} is not a ViT; choose one of {sorted(VIT_ARCHS)}.")
@@ -187,4 +267,4 @@ def build_vit(arch: str, image_size: int, patch: int, in_chans: int, num_classes
                              **bf_kwargs)
   return ViT(image_size, patch, in_chans, num_classes, dim, depth, heads, drop_path=drop_path,
              bfs=bfs, axis_name=bf_kwargs.get("axis_name"), dtype=dtype, remat=remat,
-             rngs=rngs)
+             scan_layers=scan_layers, split_after=split_after, rngs=rngs)

@@ -115,7 +115,10 @@ def base_config() -> ml_collections.ConfigDict:
       patch=16, drop_path=0.0,  # ViTs (model.name deit_tiny | deit_small | deit_base)
       # ViTs, what the backward pass recomputes instead of keeping: "none", "streams" (the
       # blocks that run on both V2 streams) or "all" (every block).
-      remat="none"))
+      remat="none",
+      # ViTs: each run of blocks between bf.insert_after points as one scan over stacked
+      # parameters (compiles one block per run); the checkpoint layout differs (models/vit.py).
+      scan_layers=False))
 
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",  # "sgd" | "adamw" | "lars"

@@ -85,19 +85,26 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
 
 
 _NO_DECAY = ("pos_embed", "cls_token")
+_STACKED = "block_stacks"  # a scanned ViT's runs of blocks: one leading axis over the layers
+
+
+def _layer_ndim(path, p) -> int:
+  """A parameter's rank in one layer (a stacked one's without its layer axis)."""
+  keys = [str(getattr(k, "key", k)) for k in path]
+  return p.ndim - 1 if _STACKED in keys else p.ndim
 
 
 def _decayed(params: Any) -> Any:
   """Kernels (ndim > 1) except a ViT's position and class embeddings."""
   def keep(path, p) -> bool:
     name = str(getattr(path[-1], "key", path[-1])) if path else ""
-    return p.ndim > 1 and name not in _NO_DECAY
+    return _layer_ndim(path, p) > 1 and name not in _NO_DECAY
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def _matrices(params: Any) -> Any:
   """True for kernels (ndim > 1), False for biases and BatchNorm/LayerNorm scales and offsets."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  return jax.tree_util.tree_map_with_path(lambda path, p: _layer_ndim(path, p) > 1, params)
 
 
 def _fill(tree: Any, label: str) -> Any:

@@ -23,7 +23,7 @@ COMMAND = ["--config", "configs/digits_lt.py:smoke", "--config.model.width=8",
            "--config.eval_batch_size=64"]
 # Fields the config gained after ebdedbe, and their defaults.
 ADDED_SINCE = {"data.workers": -1, "steps_per_dispatch": 1, "data.class_groups": "shots",
-               "compile_cache_dir": "~/.cache/bf_jax/jax"}
+               "compile_cache_dir": "~/.cache/bf_jax/jax", "model.scan_layers": False}
 OVERRIDES = dict(total_steps=4, eval_every_steps=2, log_every_steps=1, eval_batch_size=64)
 
 

@@ -1,0 +1,12 @@
+"""bf_jax.bench.compile's table: each scanned row against its own unrolled row."""
+
+from bf_jax.bench import compile as compile_bench
+
+
+def test_the_table_sets_each_scanned_row_against_its_unrolled_row():
+  row = dict(case="c.py:bf=on", batch=8, model="deit_small", insert_after=(8,))
+  rows = [dict(row, scan=False, trace_s=10.0, compile_s=60.0, step_s=2.0),
+          dict(row, scan=True, trace_s=5.0, compile_s=20.0, step_s=2.1)]
+  lines = compile_bench.table(rows).splitlines()
+  assert lines[2].startswith("| c.py:bf=on (deit_small, V2 after (8,), batch 8) | unrolled |")
+  assert lines[3].endswith("| scanned | 5.0 | 20.0 | 0.33 | 2.100 | 1.05 |")
