@@ -63,7 +63,8 @@ def build_backbone(model_cfg, image_shape: tuple[int, ...], rngs: nnx.Rngs,
     return ConvNet(image_shape, model_cfg.width, model_cfg.depth, axis_name=axis_name, rngs=rngs)
   if model_cfg.name in ARCHS:
     return build_resnet(model_cfg.name, image_shape[-1], width_mult=model_cfg.width_mult,
-                        axis_name=axis_name, dtype=dtype, rngs=rngs)
+                        axis_name=axis_name, dtype=dtype, rngs=rngs,
+                        scan_layers=model_cfg.scan_layers)
   raise ValueError(f"model.name={model_cfg.name!r} is unknown; choose one of {BACKBONES}.")
 
 
@@ -105,7 +106,7 @@ def build_model(model_cfg, bf_cfg, num_classes: int, image_shape: tuple[int, ...
     return RIDE(model_cfg.name, model_cfg.experts, image_shape[-1], num_classes,
                 width_mult=model_cfg.width_mult, head_scale=model_cfg.head_scale,
                 bf_mode=bf_cfg.mode, axis_name=axis_name, dtype=DTYPES[model_cfg.dtype],
-                rngs=rngs,
+                rngs=rngs, scan_layers=model_cfg.scan_layers,
                 bf_factory=lambda dim: build_batchformer(bf_cfg, dim, local_batch, rngs, axis_name))
   backbone = build_backbone(model_cfg, image_shape, rngs, axis_name)
   bf = build_batchformer(bf_cfg, backbone.feat_dim, local_batch, rngs, axis_name)

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bf_jax.models import scan_blocks
+
 # torchvision's init for convs: kaiming normal, fan_out, ReLU gain.
 _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -113,12 +115,23 @@ def _apply_shortcut(block, x, train: bool):
   return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (half, block.pad - half)))
 
 
+def stage_runs(depths: list[int]) -> list[tuple[int, int]]:
+  """The runs a scan covers: each stage's blocks after its first (which changes the shape)."""
+  starts = [sum(depths[:i]) for i in range(len(depths))]
+  return [(a + 1, a + d) for a, d in zip(starts, depths) if d > 1]
+
+
 class Stages(nnx.Module):
-  """Residual stages; the first block of every stage but (optionally) the first has stride 2."""
+  """Residual stages; the first block of every stage but (optionally) the first has stride 2.
+
+  ``scan_layers``: each stage's first block alone (``singles``), the rest as one scan over
+  their stacked parameters and BatchNorm statistics (``block_stacks``; bf_jax/models/
+  scan_blocks.py), built from the same values as unrolled.
+  """
 
   def __init__(self, block: type, depths: list[int], widths: list[int], cin: int, *,
                downsample_first: bool, shortcut: str, axis_name: str | None, dtype: Any,
-               groups: int, base_width: int, rngs: nnx.Rngs):
+               groups: int, base_width: int, rngs: nnx.Rngs, scan_layers: bool = False):
     blocks = []
     for i, (depth, width) in enumerate(zip(depths, widths)):
       for j in range(depth):
@@ -126,8 +139,19 @@ class Stages(nnx.Module):
         blocks.append(block(cin, width, stride, shortcut=shortcut, axis_name=axis_name,
                             dtype=dtype, rngs=rngs, groups=groups, base_width=base_width))
         cin = width * block.expansion
-    self.blocks = nnx.List(blocks)
     self.feat_dim = cin
+    self.scan_layers = scan_layers
+    if not scan_layers:
+      self.blocks = nnx.List(blocks)
+      return
+    self.runs = tuple(stage_runs(depths))
+    firsts = scan_blocks.singles(len(blocks), self.runs)
+    self.singles = nnx.List([blocks[i] for i in firsts])
+    self.block_stacks = nnx.List([scan_blocks.stack(blocks[a:b]) for a, b in self.runs])
+    # The order of execution: ("single", n) or ("stack", j), by first block index.
+    order = [(i, "single", n) for n, i in enumerate(firsts)]
+    order += [(a, "stack", j) for j, (a, _) in enumerate(self.runs)]
+    self.order = tuple((kind, n) for _, kind, n in sorted(order))
 
   def __call__(self, h: jax.Array, train: bool) -> jax.Array:
     # XLA:CPU fuses the whole residual chain of a stage into the layout transposes that feed
@@ -135,10 +159,21 @@ class Stages(nnx.Module):
     # 0.79 of 2.4 s thread time per ResNet-32 step). A barrier per block output stops that.
     # Identity on values; applied on CPU only, where it was measured.
     barrier = jax.default_backend() == "cpu"
-    for block in self.blocks:
+
+    def run(block, h, _=None):
       h = block(h, train)
-      if barrier:
-        h = jax.lax.optimization_barrier(h)
+      return jax.lax.optimization_barrier(h) if barrier else h
+
+    if not self.scan_layers:
+      for block in self.blocks:
+        h = run(block, h)
+      return h
+    for kind, n in self.order:
+      if kind == "single":
+        h = run(self.singles[n], h)
+      else:  # BatchNorm's running statistics change in training: carried out of the scan
+        h = scan_blocks.scan(self.block_stacks[n], h, run,
+                             updates=nnx.BatchStat if train else None)
     return h
 
 
@@ -166,12 +201,12 @@ class ResNet(nnx.Module):
 
   def __init__(self, block: type, depths: list[int], widths: list[int], *, in_chans: int,
                cifar_stem: bool, shortcut: str, axis_name: str | None, dtype: Any = None,
-               groups: int = 1, base_width: int = 64, rngs: nnx.Rngs):
+               groups: int = 1, base_width: int = 64, rngs: nnx.Rngs, scan_layers: bool = False):
     stem_width = widths[0] if cifar_stem else 64
     self.stem = Stem(in_chans, stem_width, cifar_stem, axis_name, dtype, rngs)
     self.stages = Stages(block, depths, widths, stem_width, downsample_first=False,
                          shortcut=shortcut, axis_name=axis_name, dtype=dtype, groups=groups,
-                         base_width=base_width, rngs=rngs)
+                         base_width=base_width, rngs=rngs, scan_layers=scan_layers)
     self.feat_dim = self.stages.feat_dim
 
   def __call__(self, images_BxHxWxC: jax.Array, train: bool) -> jax.Array:
@@ -198,8 +233,10 @@ def arch(name: str, width_mult: float = 1.0):
 
 
 def build_resnet(name: str, in_chans: int, *, width_mult: float = 1.0,
-                 axis_name: str | None = "data", dtype: Any = None, rngs: nnx.Rngs) -> ResNet:
+                 axis_name: str | None = "data", dtype: Any = None, rngs: nnx.Rngs,
+                 scan_layers: bool = False) -> ResNet:
   """A backbone from ARCHS; ``width_mult`` scales stage widths (RIDE's reduce_dimension)."""
   block, depths, widths, cifar, shortcut, groups, base_width = arch(name, width_mult)
   return ResNet(block, depths, widths, in_chans=in_chans, cifar_stem=cifar, shortcut=shortcut,
-                axis_name=axis_name, dtype=dtype, groups=groups, base_width=base_width, rngs=rngs)
+                axis_name=axis_name, dtype=dtype, groups=groups, base_width=base_width, rngs=rngs,
+                scan_layers=scan_layers)

@@ -29,13 +29,13 @@ class RIDE(nnx.Module):
 
   def __init__(self, arch_name: str, num_experts: int, in_chans: int, num_classes: int, *,
                width_mult: float, head_scale: float, bf_mode: str, axis_name: str | None,
-               dtype: Any, rngs: nnx.Rngs,
+               dtype: Any, rngs: nnx.Rngs, scan_layers: bool = False,
                bf_factory: Callable[[int], BatchFormer | None] = lambda dim: None):
     block, depths, widths, cifar, shortcut, groups, base_width = arch(arch_name)
     k = SHARED_STAGES[cifar]
     expert_widths = [max(1, int(round(w * width_mult))) for w in widths[k:]]
     kw = dict(shortcut=shortcut, axis_name=axis_name, dtype=dtype, groups=groups,
-              base_width=base_width, rngs=rngs)
+              base_width=base_width, rngs=rngs, scan_layers=scan_layers)
     stem_width = widths[0] if cifar else 64
     self.stem = Stem(in_chans, stem_width, cifar, axis_name, dtype, rngs)
     self.shared = Stages(block, depths[:k], widths[:k], stem_width, downsample_first=False, **kw)

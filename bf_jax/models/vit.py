@@ -16,7 +16,7 @@ BatchFormer: the evaluated network is the plain ViT.
 blocks' stacked parameters (``block_stacks``), so XLA compiles one block per run instead of
 every block; a run ends at each insertion point because the batch doubles there. The blocks
 start from the same values as unrolled (they are built unrolled, then stacked), and
-``unrolled_params`` / ``scanned_params`` convert a parameter tree between the two layouts.
+``bf_jax/models/scan_blocks.py`` converts a parameter tree between the two layouts.
 
 ``remat="streams"`` recomputes, in the backward pass, the blocks that run on both streams
 instead of keeping their activations: the second stream then costs compute, not the memory of a
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bf_jax.layer import v2
+from bf_jax.models import scan_blocks
 from bf_jax.models.init_streams import bf_stream
 
 VIT_ARCHS = {  # (width, depth, heads)
@@ -115,32 +116,6 @@ def segments(depth: int, split_after: Sequence[int]) -> list[tuple[int, int]]:
   return list(zip([0] + ends[:-1], ends))
 
 
-def _stack(blocks: Sequence[Block]) -> Block:
-  """One Block whose parameters are the blocks' stacked on a new leading axis."""
-  graphdef, *_ = nnx.split(blocks[0])
-  states = [nnx.split(b)[1] for b in blocks]
-  return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
-
-
-def scanned_params(params: dict, runs: Sequence[tuple[int, int]]) -> dict:
-  """A ViT parameter tree (nested dicts) in the unrolled layout (``blocks``: {i: block}) turned
-  into the scanned one (``block_stacks``: {j: run j's blocks stacked}); the rest as it is."""
-  out = {k: v for k, v in params.items() if k != "blocks"}
-  blocks = params["blocks"]
-  out["block_stacks"] = {
-      j: jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks[i] for i in range(a, b)])
-      for j, (a, b) in enumerate(runs)}
-  return out
-
-
-def unrolled_params(params: dict, runs: Sequence[tuple[int, int]]) -> dict:
-  """The inverse of ``scanned_params``."""
-  out = {k: v for k, v in params.items() if k != "block_stacks"}
-  out["blocks"] = {a + n: jax.tree.map(lambda x, n=n: x[n], params["block_stacks"][j])
-                   for j, (a, b) in enumerate(runs) for n in range(b - a)}
-  return out
-
-
 class ViT(nnx.Module):
   """A ViT classifier with the ``train_logits`` / ``eval_logits`` interface of the classifier
   task (``bf_jax/trainer/supervised.py``); ``bfs`` from ``v2.make_batchformers`` (empty: no
@@ -164,7 +139,7 @@ class ViT(nnx.Module):
     blocks = [Block(dim, heads, mlp_ratio, r, dtype, rngs) for r in rates]
     if scan_layers:  # runs end at the insertion points, with or without a BatchFormer there
       self.runs = tuple(segments(depth, tuple(split_after) + tuple(int(k) for k in bfs or {})))
-      self.block_stacks = nnx.List([_stack(blocks[a:b]) for a, b in self.runs])
+      self.block_stacks = nnx.List([scan_blocks.stack(blocks[a:b]) for a, b in self.runs])
       self.rates = tuple(tuple(rates[a:b]) for a, b in self.runs)
     else:
       self.blocks = nnx.List(blocks)
@@ -227,17 +202,9 @@ class ViT(nnx.Module):
   @staticmethod
   def _scan(stack: Block, x_BxTxC: jax.Array, keys: jax.Array | None, rates: jax.Array,
             rows_B: jax.Array | None, remat: bool) -> jax.Array:
-    """Runs a stack's blocks in order as one scan; only the activations are carried out."""
-    graphdef, params = nnx.split(stack)
-
-    def body(x, layer):
-      p, k, r = layer
-      return nnx.merge(graphdef, p)(x, k, rows_B, r), None
-
-    if remat:
-      body = jax.checkpoint(body)
-    x_BxTxC, _ = jax.lax.scan(body, x_BxTxC, (params, keys, rates))
-    return x_BxTxC
+    """A stack's blocks in order, each with its drop-path key and rate."""
+    return scan_blocks.scan(stack, x_BxTxC, lambda blk, x, kr: blk(x, kr[0], rows_B, kr[1]),
+                            xs=(keys, rates), remat=remat)
 
   def eval_logits(self, images: jax.Array) -> jax.Array:
     x = self._tokens(images)

@@ -15,6 +15,7 @@ from bf_jax.data.long_tail import PROFILES, check_groups
 from bf_jax.data.pipeline import SAMPLERS
 from bf_jax.layer.batchformer import MODES
 from bf_jax.models.classifier import BACKBONES, HEADS
+from bf_jax.models.resnet import ARCHS as RESNETS
 from bf_jax.models.vit import REMAT as VIT_REMAT
 from bf_jax.models.vit import VIT_ARCHS
 from bf_jax.trainer.supervised import LOSSES
@@ -160,9 +161,13 @@ def validate(cfg, accepts: Accepts) -> None:
   elif cfg.model.remat != "none":
     fail("model.remat", cfg.model.remat, f"is built for the ViTs' blocks; model.name="
          f"{cfg.model.name!r} runs without it: set it to 'none'")
-  elif cfg.model.scan_layers:
-    fail("model.scan_layers", cfg.model.scan_layers, f"is built for the ViTs' blocks so far; "
-         f"model.name={cfg.model.name!r} runs its layers unrolled: set it to False")
+  if cfg.model.scan_layers and cfg.model.name not in (*VIT_ARCHS, *RESNETS):
+    fail("model.scan_layers", cfg.model.scan_layers, f"scans the repeated blocks of the ViTs "
+         f"and ResNets; model.name={cfg.model.name!r} has none: set it to False")
+  if cfg.model.scan_layers and cfg.optim.name == "lars":
+    fail("model.scan_layers", cfg.model.scan_layers, "stacks the blocks' parameters, and LARS's "
+         "trust ratio is per parameter array (it would take one over all layers of a stack): "
+         "set it to False, or use optim.name='adamw' or 'sgd'")
   check_num(cfg, "optim.backbone_lr_mult", 0.0)
   check_num(cfg, "optim.ema_decay", 0.0, 1.0)
   if cfg.optim.ema_decay >= 1.0 or (cfg.optim.ema_decay and not accepts.ema):
@@ -194,10 +199,6 @@ def _vit(cfg, accepts: Accepts) -> None:
   if not accepts.vit or cfg.model.experts:
     fail("model.name", cfg.model.name, f"(a ViT) is not for task={cfg.task!r} or for "
          f"model.experts={cfg.model.experts}; a ViT task takes model.experts=0")
-  if cfg.model.scan_layers and cfg.optim.name == "lars":
-    fail("model.scan_layers", cfg.model.scan_layers, "stacks the blocks' parameters, and LARS's "
-         "trust ratio is per parameter array (it would take one over all layers of a stack): "
-         "set it to False, or use optim.name='adamw' or 'sgd'")
   points = tuple(cfg.bf.insert_after)
   if cfg.bf.enabled and not points:
     fail("bf.insert_after", points, f"must name the blocks (0..{depth - 1}) after which "

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from bf_jax.models import scan_blocks
+from bf_jax.models.resnet import arch, stage_runs
 from bf_jax.models.torchvision_resnet import load_npz, load_torchvision_resnet
 from bf_jax.trainer import optim, sharding
 
@@ -50,9 +52,20 @@ def init(config, model: nnx.Module, mesh: jax.sharding.Mesh, frozen: tuple[str, 
 def load_pretrained(config, params: dict, stats: dict) -> None:
   """Puts ``init.pretrained`` (ImageNet weights, a torchvision .npz) into the backbone, if set."""
   if config.init.pretrained:
-    params["backbone"], stats["backbone"] = load_torchvision_resnet(
-        config.model.name, params["backbone"], stats["backbone"], load_npz(config.init.pretrained))
+    backbone = params["backbone"], stats["backbone"]
+    if config.model.scan_layers:  # torchvision's names address blocks one by one
+      runs = stage_runs(arch(config.model.name)[1])
+      backbone = tuple(_in_stages(t, scan_blocks.unrolled_tree, runs) for t in backbone)
+    backbone = load_torchvision_resnet(config.model.name, *backbone,
+                                       load_npz(config.init.pretrained))
+    if config.model.scan_layers:
+      backbone = tuple(_in_stages(t, scan_blocks.scanned_tree, runs) for t in backbone)
+    params["backbone"], stats["backbone"] = backbone
     log.info("backbone initialized from %s", config.init.pretrained)
+
+
+def _in_stages(tree: dict, convert: Callable, runs: list) -> dict:
+  return {**tree, "stages": convert(tree["stages"], runs)}
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:

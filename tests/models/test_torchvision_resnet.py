@@ -83,3 +83,20 @@ def test_config_pretrained_initializes_the_backbone(tmp_path):
   config.model.experts = 3
   with pytest.raises(ValueError, match="init.pretrained"):
     tasks.validate(config)
+
+
+def test_imported_weights_fill_the_scanned_layout_too(tmp_path):
+  weights, x_nchw, y = _golden("resnet50")
+  np.savez(tmp_path / "r50.npz", **weights)
+  config = load_config("cifar100_lt_balanced_softmax", "smoke")
+  config.model.update(name="resnet50", width_mult=WIDTH["resnet50"], scan_layers=True)
+  config.init.pretrained = str(tmp_path / "r50.npz")
+  model = build_resnet("resnet50", 3, width_mult=WIDTH["resnet50"], axis_name=None,
+                       rngs=nnx.Rngs(0), scan_layers=True)
+  graphdef, params, stats, other = train_state.split_model(model)
+  params, stats = {"backbone": params}, {"backbone": stats}
+  train_state.load_pretrained(config, params, stats)
+  assert "blocks" not in params["backbone"]["stages"]  # still scanned, every block filled
+  model = nnx.merge(graphdef, params["backbone"], stats["backbone"], other)
+  feats = nnx.jit(lambda m, x: m(x, train=False))(model, np.transpose(x_nchw, (0, 2, 3, 1)))
+  np.testing.assert_allclose(feats, y, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,8 @@ from flax import nnx
 
 from bf_jax import tasks
 from bf_jax.layer import v2
-from bf_jax.models.vit import ViT, scanned_params, segments, unrolled_params
+from bf_jax.models.scan_blocks import scanned_tree, unrolled_tree
+from bf_jax.models.vit import ViT, segments
 from bf_jax.tasks import base_config
 from bf_jax.trainer import optim
 
@@ -50,10 +51,10 @@ def test_the_runs_end_at_the_insertion_points():
 def test_scanned_blocks_start_as_the_unrolled_ones_and_convert_both_ways():
   _, unrolled, _ = _split(_model(False))
   _, scanned, _ = _split(_model(True))
-  assert "blocks" not in scanned and len(scanned["block_stacks"]) == 3
-  assert jax.tree.map(np.shape, scanned_params(unrolled, RUNS)) == jax.tree.map(np.shape, scanned)
-  jax.tree.map(np.testing.assert_array_equal, scanned_params(unrolled, RUNS), scanned)
-  jax.tree.map(np.testing.assert_array_equal, unrolled_params(scanned, RUNS), unrolled)
+  assert set(scanned) - set(unrolled) == {"block_stacks"} and len(scanned["block_stacks"]) == 3
+  assert jax.tree.map(np.shape, scanned_tree(unrolled, RUNS)) == jax.tree.map(np.shape, scanned)
+  jax.tree.map(np.testing.assert_array_equal, scanned_tree(unrolled, RUNS), scanned)
+  jax.tree.map(np.testing.assert_array_equal, unrolled_tree(scanned, RUNS), unrolled)
 
 
 @pytest.mark.parametrize("remat", ["none", "streams", "all"])
@@ -65,11 +66,11 @@ def test_the_scanned_step_is_the_unrolled_step(remat):
   _, unrolled, _ = _split(plain)
   want, grads = _loss_and_grads(plain, unrolled, images, labels)
   # The unrolled weights, converted: the scanned model computes the same loss and gradients.
-  loss, got = _loss_and_grads(scan, scanned_params(unrolled, RUNS), images, labels)
+  loss, got = _loss_and_grads(scan, scanned_tree(unrolled, RUNS), images, labels)
   assert float(loss) == pytest.approx(float(want), rel=1e-6)
   assert jax.tree.reduce(lambda n, g: n + int(jnp.any(g != 0)), grads, 0) > 0
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               unrolled_params(got, RUNS), grads)
+               unrolled_tree(got, RUNS), grads)
   np.testing.assert_allclose(nnx.jit(lambda m: m.eval_logits(images))(scan),
                              nnx.jit(lambda m: m.eval_logits(images))(plain), rtol=1e-5,
                              atol=1e-6)
@@ -88,14 +89,15 @@ def test_adamw_decays_a_stacks_kernels_but_not_its_biases_and_norms():
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(name="resnet18"), r"model.scan_layers=True is built for the ViTs' blocks so far"),
+    (dict(name="mlp"), r"model.scan_layers=True scans the repeated blocks of the ViTs and "
+                       r"ResNets; model.name='mlp' has none"),
     (dict(optim="lars"), r"model.scan_layers=True stacks .* LARS's trust ratio"),
 ])
 def test_scan_layers_is_checked(change, match):
   c = base_config()
   c.model.update(name=change.get("name", "deit_tiny"), scan_layers=True)
   c.optim.name = change.get("optim", "adamw")
-  vit = c.model.name == "deit_tiny"
+  vit = c.model.name == "deit_tiny"  # the MLP takes no insertion points
   c.bf.update(enabled=vit, insert_after=(8,) if vit else ())
   with pytest.raises(ValueError, match=match):
     tasks.validate(c)
