@@ -1,6 +1,6 @@
 """Compile and step time of a config's train step with its blocks unrolled and scanned.
 
-  python -m bf_jax.bench.compile                  # DeiT-S with and without V2, one device, batch 8
+  python -m bf_jax.bench.compile                  # DeiT-S (V2 on, off), ResNet-50, RIDE R50
   python -m bf_jax.bench.compile --only bf=on --batch 16 --iters 5
 
 Each case builds the config's real train step (bf_jax/bench/memory.py's ``train_step``, the
@@ -23,8 +23,11 @@ from bf_jax.bench.memory import Case, train_step
 from bf_jax.trainer import sharding
 
 # DeiT-S with V2 after block 8: runs of 9 and 3 blocks (the bf=off arm is split alike). The
-# CIFAR DeiT-tiny V2 config inserts after every block, which leaves nothing to scan.
-CASES = (("imagenet_deit_small_v2.py", "bf=on,scope=global"), ("imagenet_deit_small_v2.py", "bf=off"))
+# CIFAR DeiT-tiny V2 config inserts after every block, which leaves nothing to scan. ResNet-50:
+# each stage's blocks after its first (2, 3, 5, 2); RIDE's shared and expert stages.
+CASES = (("imagenet_deit_small_v2.py", "bf=on,scope=global"), ("imagenet_deit_small_v2.py", "bf=off"),
+         ("imagenet_lt_balanced_softmax_r50.py", "bf=on,scope=global"),
+         ("imagenet_lt_ride_r50.py", "bf=on,scope=global"))
 
 
 def measure(case: Case, iters: int) -> dict:
@@ -60,8 +63,9 @@ def table(rows: Sequence[dict]) -> str:
   for r in rows:
     base = unrolled.get(r["case"])
     ratio = (lambda k: f"{r[k] / base[k]:.2f}" if base else "-")
-    lines.append(f"| {r['case']} ({r['model']}, V2 after {r['insert_after']}, batch "
-                 f"{r['batch']}) | {'scanned' if r['scan'] else 'unrolled'} | "
+    v2 = f", V2 after {r['insert_after']}" if r["insert_after"] else ""
+    lines.append(f"| {r['case']} ({r['model']}{v2}, batch {r['batch']}) | "
+                 f"{'scanned' if r['scan'] else 'unrolled'} | "
                  f"{r['trace_s']:.1f} | {r['compile_s']:.1f} | {ratio('compile_s')} | "
                  f"{r['step_s']:.3f} | {ratio('step_s')} |")
   return "\n".join(lines)
