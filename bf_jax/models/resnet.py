@@ -10,6 +10,7 @@ ResNeXt-50 2048 (RIDE reduces them to 384 / 1536 through ``width_mult``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
@@ -144,6 +145,11 @@ class Stages(nnx.Module):
     if not scan_layers:
       self.blocks = nnx.List(blocks)
       return
+    if jax.default_backend() == "cpu":
+      logging.getLogger("bf_jax").warning(
+          "model.scan_layers=True on a CPU: XLA's CPU backend runs the backward convolutions "
+          "of a scanned block many times slower than unrolled ones (benchmarks/conv_scan.py: "
+          "about 20x); it is for accelerators, where it saves compile time.")
     self.runs = tuple(stage_runs(depths))
     firsts = scan_blocks.singles(len(blocks), self.runs)
     self.singles = nnx.List([blocks[i] for i in firsts])
