@@ -118,6 +118,17 @@ def test_what_the_backward_pass_recomputes_is_not_a_pairing_difference():
       "model.name"}
 
 
+def test_a_field_an_older_run_never_recorded_is_no_difference_at_its_default():
+  """A sweep spread over versions: runs recorded before the schema gained model.scan_layers
+  pair with runs recording its default, never with runs that changed it."""
+  old = {"model": {"name": "convnet"}, "bf": {"enabled": False}}
+  new = {"model": {"name": "convnet", "scan_layers": False}, "bf": {"enabled": True}}
+  assert compare._config_differences(old, new) == set()
+  assert compare._config_differences(old, {**new, "model": {"name": "convnet",
+                                                            "scan_layers": True}}) == {
+      "model.scan_layers"}
+
+
 def test_a_result_the_run_went_past_is_refused(tmp_path):
   """A finished 10-step run resumed to train longer keeps its old result.json until it ends."""
   _run(tmp_path / "off0", 0, {"acc": 0.8})

@@ -63,10 +63,16 @@ def allowed_changes(config) -> set[str]:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """{field: (old value, new value)} of two recorded configs. A field one of them lacks because
+  the schema gained it after that run was recorded is no difference at its default."""
   old_f, new_f = flatten(old), flatten(new)
-  keys = sorted(set(old_f) | set(new_f))
-  return {k: (old_f.get(k, _MISSING), new_f.get(k, _MISSING))
-          for k in keys if old_f.get(k, _MISSING) != new_f.get(k, _MISSING)}
+  schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
+  out = {}
+  for k in sorted(set(old_f) | set(new_f)):
+    a, b = old_f.get(k, _MISSING), new_f.get(k, _MISSING)
+    if a != b and not (_MISSING in (a, b) and k in schema and schema[k] in (a, b)):
+      out[k] = (a, b)
+  return out
 
 
 def _has_checkpoint(workdir: epath.Path) -> bool:
@@ -128,11 +134,7 @@ def check(config, workdir: str | pathlib.Path, n_devices: int | None = None
     old, source = starts[-1]["config"], workdir / HISTORY
   else:
     return {}
-  new = json.loads(config.to_json_best_effort())
-  schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
-  # A field the schema gained after the run was recorded changes nothing at its default.
-  diffs = {k: (old_v, new_v) for k, (old_v, new_v) in differences(old, new).items()
-           if not (old_v == _MISSING and k in schema and new_v == schema[k])}
+  diffs = differences(old, json.loads(config.to_json_best_effort()))
   if not trained:
     return diffs  # a start that saved nothing (e.g. a loss that blew up): nothing to contradict
   allowed = allowed_changes(config)
