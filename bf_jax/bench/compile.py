@@ -25,7 +25,8 @@ from bf_jax.trainer import sharding
 # DeiT-S with V2 after block 8: runs of 9 and 3 blocks (the bf=off arm is split alike). The
 # CIFAR DeiT-tiny V2 config inserts after every block, which leaves nothing to scan. ResNet-50:
 # each stage's blocks after its first (2, 3, 5, 2); RIDE's shared and expert stages.
-CASES = (("imagenet_deit_small_v2.py", "bf=on,scope=global"), ("imagenet_deit_small_v2.py", "bf=off"),
+CASES = (("imagenet_deit_small_v2.py", "bf=on,scope=global"),
+         ("imagenet_deit_small_v2.py", "bf=off"),
          ("imagenet_lt_balanced_softmax_r50.py", "bf=on,scope=global"),
          ("imagenet_lt_ride_r50.py", "bf=on,scope=global"))
 
