@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import optax
 
+from bf_jax.models import scan_blocks
+
 OPTIMIZERS = ("sgd", "adamw", "lars")
 BF_GROUPS = ("bf", "bfs")  # top-level params of the BatchFormer: V1 "bf", a ViT's V2 "bfs"
 SCHEDULES = ("cosine", "step", "constant")
@@ -85,13 +87,12 @@ def build_optimizer(optim_cfg, bf_cfg, total_steps: int, frozen: tuple[str, ...]
 
 
 _NO_DECAY = ("pos_embed", "cls_token")
-_STACKED = "block_stacks"  # a scanned ViT's runs of blocks: one leading axis over the layers
 
 
 def _layer_ndim(path, p) -> int:
   """A parameter's rank in one layer (a stacked one's without its layer axis)."""
   keys = [str(getattr(k, "key", k)) for k in path]
-  return p.ndim - 1 if _STACKED in keys else p.ndim
+  return p.ndim - 1 if scan_blocks.STACKS in keys else p.ndim  # stacks: one axis over layers
 
 
 def _decayed(params: Any) -> Any:
