@@ -23,11 +23,14 @@ from flax import nnx
 STACKS, SINGLES, BLOCKS = "block_stacks", "singles", "blocks"
 
 
+def _stacked(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
 def stack(blocks: Sequence[nnx.Module]) -> nnx.Module:
   """One module like ``blocks[0]`` whose state is the blocks' stacked on a new leading axis."""
   graphdef, *_ = nnx.split(blocks[0])
-  states = [nnx.split(b)[1] for b in blocks]
-  return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+  return nnx.merge(graphdef, _stacked([nnx.split(b)[1] for b in blocks]))
 
 
 def singles(n_blocks: int, runs: Sequence[tuple[int, int]]) -> list[int]:
@@ -40,8 +43,7 @@ def scanned_tree(tree: dict, runs: Sequence[tuple[int, int]]) -> dict:
   """An unrolled tree (``blocks``: {i: ...}) in the scanned layout; other keys as they are."""
   out = {k: v for k, v in tree.items() if k != BLOCKS}
   blocks = tree[BLOCKS]
-  out[STACKS] = {j: jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks[i] for i in range(a, b)])
-                 for j, (a, b) in enumerate(runs)}
+  out[STACKS] = {j: _stacked([blocks[i] for i in range(a, b)]) for j, (a, b) in enumerate(runs)}
   alone = singles(len(blocks), runs)
   if alone:
     out[SINGLES] = {n: blocks[i] for n, i in enumerate(alone)}

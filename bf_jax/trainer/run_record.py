@@ -66,12 +66,13 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any
   """{field: (old value, new value)} of two recorded configs. A field one of them lacks because
   the schema gained it after that run was recorded is no difference at its default."""
   old_f, new_f = flatten(old), flatten(new)
-  schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
-  out = {}
-  for k in sorted(set(old_f) | set(new_f)):
-    a, b = old_f.get(k, _MISSING), new_f.get(k, _MISSING)
-    if a != b and not (_MISSING in (a, b) and k in schema and schema[k] in (a, b)):
-      out[k] = (a, b)
+  out = {k: (old_f.get(k, _MISSING), new_f.get(k, _MISSING))
+         for k in sorted(set(old_f) | set(new_f))
+         if old_f.get(k, _MISSING) != new_f.get(k, _MISSING)}
+  if any(_MISSING in v for v in out.values()):  # the schema only when a record lacks a field
+    schema = flatten(json.loads(config_base.base_config().to_json_best_effort()))
+    out = {k: v for k, v in out.items()
+           if not (_MISSING in v and k in schema and schema[k] in v)}
   return out
 
 
