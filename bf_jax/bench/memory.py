@@ -47,7 +47,7 @@ class Case:
   batch: int | None = None  # None: the config's own global batch
   streams_only: bool = False  # V2: the two streams with the BatchFormer layers as identities
   attention: str = "auto"  # the layers' own rule, or forced: "whole" or "chunks" (global scope)
-  scan_layers: bool = False  # model.scan_layers (bf_jax/bench/compile.py compares the two)
+  scan_layers: bool | None = None  # model.scan_layers; None: the config's own
 
   @property
   def name(self) -> str:
@@ -81,7 +81,8 @@ def train_step(case: Case, devices: Sequence[jax.Device]):
   """(jitted train step, its replicated state, the batch's abstract shapes, config, the
   BatchFormers) of ``case`` on ``devices``."""
   c = load_config(case.config, case.arg)
-  c.model.scan_layers = case.scan_layers
+  if case.scan_layers is not None:  # bf_jax/bench/compile.py compares the two
+    c.model.scan_layers = case.scan_layers
   if case.batch:
     c.batch_size = case.batch
   mesh = sharding.make_mesh(list(devices))
