@@ -1,5 +1,5 @@
-"""Runs every test on 8 forced CPU devices, with one XLA compilation cache for the session; must
-act before JAX starts a backend."""
+"""Runs every test on 8 forced CPU devices, with an XLA compilation cache kept across sessions on
+this machine; must act before JAX starts a backend."""
 
 import atexit
 import logging
@@ -17,21 +17,9 @@ for _f in ("--xla_force_host_platform_device_count=8", "--xla_cpu_multi_thread_e
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _f).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# Most of the suite's time is XLA compiling. Some programs recur (a resumed run, a relaunched CLI
-# process, both xdist workers): JAX's persistent cache compiles those once. The controller makes
-# the directory before it starts the workers, which (and every subprocess) inherit it through the
-# environment. A fresh one per session, removed at exit, so
-# no test ever runs on a compile from another checkout. BF_JAX_TEST_CACHE=DIR keeps one in DIR,
-# BF_JAX_TEST_CACHE=off runs without.
-_cache = os.environ.get("BF_JAX_TEST_CACHE", "")
-if _cache == "off":
-  os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-elif "PYTEST_XDIST_WORKER" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache or tempfile.mkdtemp(prefix="bf_jax_xla_")
-  if not _cache:
-    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 2 ** 30))  # LRU out past 2 GiB
 # The tests' programs run a few tiny steps, where XLA's optimization passes cost more compile
 # time than they save (238 s -> 162 s on tests/{layer,trainer,tasks/czsl}, test_models.py); results
 # agree up to float rounding and every comparison in a test runs under one setting. Tests about
@@ -39,8 +27,30 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # the whole suite optimized.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
+# Most of the suite's time is XLA compiling. JAX's persistent cache compiles each program once:
+# across both xdist workers, resumed runs and relaunched CLI processes, and across sessions on
+# this machine, from ~/.cache/bf_jax/tests/<jax, jaxlib, CPU> (the subfolder name runs use,
+# bf_jax/trainer/compile_cache.py). An entry is found by a hash of the program, XLA's flags and
+# the versions, so a program a checkout changed is compiled afresh. The controller picks the
+# folder before it starts the workers, which (and every subprocess) inherit it.
+# BF_JAX_TEST_CACHE=DIR uses DIR, =fresh a new folder removed at exit, =off none.
+_cache = os.environ.get("BF_JAX_TEST_CACHE", "")
+if _cache == "off":
+  os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+elif "PYTEST_XDIST_WORKER" not in os.environ:
+  if _cache == "fresh":
+    _cache = tempfile.mkdtemp(prefix="bf_jax_xla_")
+    atexit.register(shutil.rmtree, _cache, True)
+  elif not _cache:
+    from bf_jax.trainer import compile_cache  # imports jax: after every JAX_ setting above
+    _cache = os.path.join(os.path.expanduser("~/.cache/bf_jax/tests"), compile_cache.key())
+  os.makedirs(_cache, exist_ok=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+
 import jax  # noqa: E402
 
+if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # jax may have been imported before it was set
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 assert jax.device_count() == 8, f"expected 8 forced CPU devices, got {jax.devices()}"
 
 # Orbax saves a replicated array replica-parallel on CPU: each of the 8 devices writes a slice,

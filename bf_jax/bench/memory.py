@@ -18,6 +18,7 @@ attention and with chunks of queries, beside the layer's own (auto) choice.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import functools
 import importlib.util
@@ -48,10 +49,12 @@ class Case:
   streams_only: bool = False  # V2: the two streams with the BatchFormer layers as identities
   attention: str = "auto"  # the layers' own rule, or forced: "whole" or "chunks" (global scope)
   scan_layers: bool | None = None  # model.scan_layers; None: the config's own
+  sets: tuple[str, ...] = ()  # "field=value" overrides after the config's own, e.g. data.mixup=0
 
   @property
   def name(self) -> str:
-    return (f"{self.config}:{self.arg}" + (f" batch {self.batch}" if self.batch else "")
+    return (f"{self.config}:{self.arg}" + "".join(f" {s}" for s in self.sets)
+            + (f" batch {self.batch}" if self.batch else "")
             + (" (layers as identity)" if self.streams_only else "")
             + (f" ({self.attention} attention)" if self.attention != "auto" else ""))
 
@@ -64,11 +67,29 @@ class _Identity(nnx.Module):
     return x
 
 
-def load_config(name: str, arg: str):
+def load_config(name: str, arg: str, sets: Sequence[str] = ()):
+  """configs/``name``'s config for ``arg``, then each "field=value" of ``sets`` (a Python
+  literal, else a string)."""
   spec = importlib.util.spec_from_file_location("bench_config", CONFIGS / name)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  c = module.get_config(arg)
+  for item in sets:
+    field, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"{item!r} must be field=value, e.g. data.mixup=0")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = field.split(".")
+    node = c
+    for name_ in parents:
+      node = node[name_]
+    if leaf not in node:
+      raise ValueError(f"{item!r}: the config has no field {field}")
+    node[leaf] = value
+  return c
 
 
 def compiled_step(case: Case, devices: Sequence[jax.Device]):
@@ -80,7 +101,7 @@ def compiled_step(case: Case, devices: Sequence[jax.Device]):
 def train_step(case: Case, devices: Sequence[jax.Device]):
   """(jitted train step, its replicated state, the batch's abstract shapes, config, the
   BatchFormers) of ``case`` on ``devices``."""
-  c = load_config(case.config, case.arg)
+  c = load_config(case.config, case.arg, case.sets)
   if case.scan_layers is not None:  # bf_jax/bench/compile.py compares the two
     c.model.scan_layers = case.scan_layers
   if case.batch:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pathlib
 import platform
 
@@ -47,7 +48,9 @@ def key() -> str:
 
 
 def setup(cache_dir: str) -> str | None:
-  """Points JAX's compilation cache at ``cache_dir``/key(); the folder in use, or None.
+  """Points JAX's compilation cache at ``cache_dir``/key(), every program stored however fast it
+  compiled (unless ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise); the folder
+  in use, or None.
 
   A folder JAX was already given elsewhere (``JAX_COMPILATION_CACHE_DIR``, or
   ``jax.config.update`` by the user) is left as it is. ``cache_dir`` "" turns the cache off.
@@ -79,5 +82,9 @@ def setup(cache_dir: str) -> str | None:
       compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(folder))
     _ours = str(folder)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    # JAX stores only programs that took 1 s to compile by default; a run's many smaller ones
+    # (its eval step, the data path's, the probe's) add up to most of a restart's compile.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   logging.getLogger("bf_jax").info("compilation cache: %s", folder)
   return str(folder)

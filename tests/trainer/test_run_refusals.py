@@ -16,7 +16,7 @@ from helpers import ROOT, load_config, read_metrics
 
 from bf_jax import compare
 from bf_jax.tasks import classify
-from bf_jax.trainer import run_record, workdir_lock
+from bf_jax.trainer import checkpointing, run_record, workdir_lock
 
 
 def _config(**fields):
@@ -135,3 +135,21 @@ def test_logs_keep_one_record_per_step_after_a_kill(tmp_path):
   classify.run(_config(), tmp_path)
   steps = [m["step"] for m in read_metrics(tmp_path) if "train/loss" in m]
   assert steps == [1, 2, 3, 4]
+
+
+def test_a_resume_with_the_other_block_layout_names_model_scan_layers(tmp_path):
+  # The checkpoint stores the blocks one by one or stacked (model.scan_layers): a start with the
+  # other layout is refused by name, and even when let through it cannot restore.
+  unrolled = dict(model=dict(name="resnet32", scan_layers=False))
+  classify.run(_config(**unrolled), tmp_path, stop_at=2)
+  before = _listing(tmp_path)
+  with pytest.raises(ValueError, match=r"(?s)trained with another config.*model.scan_layers: "
+                                       r"False \(recorded\) -> True \(now\)"):
+    classify.run(_config(model=dict(name="resnet32", scan_layers=True)), tmp_path)
+  with pytest.raises(checkpointing.IncompatibleCheckpoint,
+                     match=r"resume_changes lets \['model.scan_layers'\] change.*cannot change "
+                           r"mid-run"):
+    classify.run(_config(model=dict(name="resnet32", scan_layers=True),
+                         resume_changes="model.scan_layers"), tmp_path)
+  assert _listing(tmp_path) == before
+  assert classify.run(_config(**unrolled), tmp_path)["step"] == 4  # the recorded layout goes on
