@@ -8,8 +8,9 @@ crop + flip + RandAugment (2 ops, magnitude 9, std 0.5) + random erasing 0.25 (d
 alongside). Not here: repeated augmentation. BatchFormerV2: one layer (4 heads, dropout 0.5)
 after block 8 (0-based), every token position attending across its group of the batch (below);
 the batch doubles there into [original; BatchFormer] streams that share blocks 9-11 and the
-head; removed at test time. Blocks 0-8 and 9-11 run as two scans (model.scan_layers; False
-unrolls them). Train-step memory: docs/performance.md (python -m bf_jax.bench.memory).
+head; removed at test time. Train-step memory: docs/performance.md (python -m
+bf_jax.bench.memory). --config.model.scan_layers=True runs blocks 0-8 and 9-11 as two scans;
+unrolled by default, since on the CPU it measured no faster to compile (docs/performance.md).
 
   python -m bf_jax.main --config configs/imagenet_deit_small_v2.py --workdir runs/deit_s_bf
   python -m bf_jax.main --config configs/imagenet_deit_small_v2.py:bf=off --workdir runs/deit_s
@@ -42,9 +43,7 @@ def get_config(arg: str | None = None):
   c.data.update(name="imagenet", num_classes=1000, augment="deit", image_size=224,
                 imbalance=1.0, eval_split="validation", mixup=0.8, cutmix=1.0,
                 label_smoothing=0.1)
-  # Blocks 0-8 and 9-11 as two scans: never slower to compile than unrolled, and the saving
-  # grows with depth (docs/performance.md, python -m bf_jax.bench.compile).
-  c.model.update(name=arg.arch, patch=16, drop_path=0.1, dtype="bfloat16", scan_layers=True)
+  c.model.update(name=arg.arch, patch=16, drop_path=0.1, dtype="bfloat16")
   c.bf.update(enabled=arg.bf, insert_after=(arg.insert_after,), shared_layers=True,
               num_heads=4, dropout=0.5)
   steps_per_epoch = IMAGES // BATCH
