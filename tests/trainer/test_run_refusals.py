@@ -147,8 +147,9 @@ def test_a_resume_with_the_other_block_layout_names_model_scan_layers(tmp_path):
                                        r"False \(recorded\) -> True \(now\)"):
     classify.run(_config(model=dict(name="resnet32", scan_layers=True)), tmp_path)
   with pytest.raises(checkpointing.IncompatibleCheckpoint,
-                     match=r"resume_changes lets \['model.scan_layers'\] change.*cannot change "
-                           r"mid-run"):
+                     match=r"model.scan_layers=True stores the blocks stacked \(block_stacks\), "
+                           r"but the checkpoints in .* were written with model.scan_layers=False.*"
+                           r"Resume with --config.model.scan_layers=False"):
     classify.run(_config(model=dict(name="resnet32", scan_layers=True),
                          resume_changes="model.scan_layers"), tmp_path)
   assert _listing(tmp_path) == before
