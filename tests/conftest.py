@@ -44,6 +44,11 @@ elif "PYTEST_XDIST_WORKER" not in os.environ:
   elif not _cache:
     from bf_jax.trainer import compile_cache  # imports jax: after every JAX_ setting above
     _cache = os.path.join(os.path.expanduser("~/.cache/bf_jax/tests"), compile_cache.key())
+    try:
+      os.makedirs(_cache, exist_ok=True)
+    except OSError:  # a home one cannot write (some CI sandboxes): a fresh folder instead
+      _cache = tempfile.mkdtemp(prefix="bf_jax_xla_")
+      atexit.register(shutil.rmtree, _cache, True)
   os.makedirs(_cache, exist_ok=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 
