@@ -20,6 +20,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from bf_jax.models import scan_blocks
+
 log = logging.getLogger("bf_jax")
 
 
@@ -299,6 +301,7 @@ def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict
         raise ValueError(f"init.parts names {part!r} but the checkpoint in {directory} has no "
                          f"such {kind} group (it has {sorted(saved[kind])}).")
       ours, theirs = _shapes_by_path(target[kind][part]), _shapes_by_path(saved[kind][part])
+      _check_layout(workdir, ours, theirs)
       if ours != theirs:
         bad = sorted(set(ours.items()) ^ set(theirs.items()))[0][0]
         raise ValueError(f"{kind}/{part}/{bad} has shape {theirs.get(bad)} in {directory} but "
@@ -308,3 +311,18 @@ def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict
           lambda path, mine: jax.device_put(np.asarray(loaded[_path_name(path)], mine.dtype),
                                             mine.sharding), target[kind][part])
   return out
+
+
+def _check_layout(workdir, ours: dict, theirs: dict) -> None:
+  """Names model.scan_layers when the two runs store their blocks in different layouts."""
+  def scanned(names):
+    return any(scan_blocks.STACKS in name.split("/") for name in names)
+
+  if scanned(ours) != scanned(theirs):
+    raise ValueError(
+        f"init.from_workdir={str(workdir)!r} stores its blocks "
+        f"{'stacked' if scanned(theirs) else 'one by one'} (model.scan_layers="
+        f"{scanned(theirs)}) and this run "
+        f"{'stacked' if scanned(ours) else 'one by one'} (model.scan_layers={scanned(ours)}); "
+        f"a checkpoint is read only into its own layout. Give "
+        f"--config.model.scan_layers={scanned(theirs)}.")

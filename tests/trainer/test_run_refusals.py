@@ -138,19 +138,28 @@ def test_logs_keep_one_record_per_step_after_a_kill(tmp_path):
 
 
 def test_a_resume_with_the_other_block_layout_names_model_scan_layers(tmp_path):
-  # The checkpoint stores the blocks one by one or stacked (model.scan_layers): a start with the
-  # other layout is refused by name, and even when let through it cannot restore.
+  # The checkpoint stores the blocks one by one or stacked (model.scan_layers): a resume or a
+  # second stage with the other layout is refused by name, before anything is written.
+  first = tmp_path / "first"
   unrolled = dict(model=dict(name="resnet32", scan_layers=False))
-  classify.run(_config(**unrolled), tmp_path, stop_at=2)
-  before = _listing(tmp_path)
+  classify.run(_config(**unrolled), first, stop_at=2)
+  before = _listing(first)
   with pytest.raises(ValueError, match=r"(?s)trained with another config.*model.scan_layers: "
                                        r"False \(recorded\) -> True \(now\)"):
-    classify.run(_config(model=dict(name="resnet32", scan_layers=True)), tmp_path)
+    classify.run(_config(model=dict(name="resnet32", scan_layers=True)), first)
   with pytest.raises(checkpointing.IncompatibleCheckpoint,
                      match=r"model.scan_layers=True stores the blocks stacked \(block_stacks\), "
                            r"but the checkpoints in .* were written with model.scan_layers=False.*"
                            r"Resume with --config.model.scan_layers=False"):
     classify.run(_config(model=dict(name="resnet32", scan_layers=True),
-                         resume_changes="model.scan_layers"), tmp_path)
-  assert _listing(tmp_path) == before
-  assert classify.run(_config(**unrolled), tmp_path)["step"] == 4  # the recorded layout goes on
+                         resume_changes="model.scan_layers"), first)
+  assert _listing(first) == before
+  second = _config(model=dict(name="resnet32", scan_layers=True))  # a stage from its weights
+  second.init.from_workdir = str(first)
+  with pytest.raises(ValueError, match=r"init.from_workdir=.* stores its blocks one by one "
+                                       r"\(model.scan_layers=False\) and this run stacked "
+                                       r"\(model.scan_layers=True\).*Give "
+                                       r"--config.model.scan_layers=False"):
+    classify.run(second, tmp_path / "second")
+  assert _listing(first) == before
+  assert classify.run(_config(**unrolled), first)["step"] == 4  # the recorded layout goes on
