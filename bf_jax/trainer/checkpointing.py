@@ -45,6 +45,23 @@ class IncompatibleCheckpoint(ValueError):
   """A readable checkpoint whose arrays do not fit this run (written by another config)."""
 
 
+class OtherLayout(IncompatibleCheckpoint):
+  """A checkpoint whose blocks are stored in the other model.scan_layers layout."""
+
+
+def _saved_layout(ours: dict, theirs: dict) -> bool | None:
+  """The saved tree's model.scan_layers where it differs from ours (paths by name), else None."""
+  def scanned(names):
+    return any(scan_blocks.STACKS in name.split("/") for name in names)
+
+  return scanned(theirs) if scanned(ours) != scanned(theirs) else None
+
+
+def _how(scanned: bool, short: bool = False) -> str:
+  how = "stacked (block_stacks)" if scanned else "one by one (blocks)"
+  return how.split(" (")[0] if short else how
+
+
 class NoReadableCheckpoint(RuntimeError):
   """Every checkpoint of the workdir failed to restore (nothing was moved or deleted)."""
 
@@ -119,6 +136,13 @@ class Checkpointer:
   def check_compatible(self, step: int, target: dict) -> None:
     """Refuses a checkpoint whose arrays do not fit this run's state (another config)."""
     saved = _shapes_by_path(self.manager.item_metadata(step)["state"].tree)
+    was = _saved_layout(_shapes_by_path({"params": target["params"]}), saved)
+    if was is not None:
+      raise OtherLayout(
+          f"model.scan_layers={not was} stores the blocks {_how(not was)}, but the checkpoints "
+          f"in {self.directory} were written with model.scan_layers={was}; a run cannot change "
+          f"its layout mid-run. Resume with --config.model.scan_layers={was}, or start a new "
+          f"--workdir.")
     # Every part: an optimizer state of another structure (another optim.name) fits no restore.
     for part in ("params", "stats", *sorted(set(target) - {"params", "stats"})):
       ours = _shapes_by_path({part: target[part]})
@@ -301,7 +325,13 @@ def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict
         raise ValueError(f"init.parts names {part!r} but the checkpoint in {directory} has no "
                          f"such {kind} group (it has {sorted(saved[kind])}).")
       ours, theirs = _shapes_by_path(target[kind][part]), _shapes_by_path(saved[kind][part])
-      _check_layout(workdir, ours, theirs)
+      was = _saved_layout(ours, theirs)
+      if was is not None:
+        raise OtherLayout(
+            f"init.from_workdir={str(workdir)!r} stores its blocks {_how(was, short=True)} "
+            f"(model.scan_layers={was}) and this run {_how(not was, short=True)} "
+            f"(model.scan_layers={not was}); a checkpoint is read only into its own layout. "
+            f"Give --config.model.scan_layers={was}.")
       if ours != theirs:
         bad = sorted(set(ours.items()) ^ set(theirs.items()))[0][0]
         raise ValueError(f"{kind}/{part}/{bad} has shape {theirs.get(bad)} in {directory} but "
@@ -312,17 +342,3 @@ def load_parts(workdir: str | pathlib.Path, parts: tuple[str, ...], target: dict
                                             mine.sharding), target[kind][part])
   return out
 
-
-def _check_layout(workdir, ours: dict, theirs: dict) -> None:
-  """Names model.scan_layers when the two runs store their blocks in different layouts."""
-  def scanned(names):
-    return any(scan_blocks.STACKS in name.split("/") for name in names)
-
-  if scanned(ours) != scanned(theirs):
-    raise ValueError(
-        f"init.from_workdir={str(workdir)!r} stores its blocks "
-        f"{'stacked' if scanned(theirs) else 'one by one'} (model.scan_layers="
-        f"{scanned(theirs)}) and this run "
-        f"{'stacked' if scanned(ours) else 'one by one'} (model.scan_layers={scanned(ours)}); "
-        f"a checkpoint is read only into its own layout. Give "
-        f"--config.model.scan_layers={scanned(theirs)}.")

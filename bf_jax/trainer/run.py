@@ -80,16 +80,8 @@ class Run:
       self.start_step, self.state = self.ckpt.restore_latest(self.state, self._extras_target)
     except checkpointing.IncompatibleCheckpoint as e:
       changed = sorted(set(diffs) - set(run_record.MATH_FREE))
-      if not changed:
+      if not changed or isinstance(e, checkpointing.OtherLayout):  # it names its own fix
         raise
-      if "model.scan_layers" in changed:  # the same weights, stored another way
-        was = diffs["model.scan_layers"][0]
-        raise checkpointing.IncompatibleCheckpoint(
-            f"model.scan_layers={config.model.scan_layers} stores the blocks "
-            f"{'stacked (block_stacks)' if config.model.scan_layers else 'one by one (blocks)'}"
-            f", but the checkpoints in {self.ckpt.directory} were written with "
-            f"model.scan_layers={was}; a run cannot change its layout mid-run. Resume with "
-            f"--config.model.scan_layers={was}, or start a new --workdir.") from None
       raise checkpointing.IncompatibleCheckpoint(
           f"--config.resume_changes lets {changed} change, but the saved state does not "
           f"fit the state this config builds, so the run cannot go on from it ({e}). A field "
